@@ -1,0 +1,615 @@
+/* printfarm.v1.Files: Upload, Download, Stat, FindMissing, PutBundle and
+ * GetBundle. Every handler hands its disk work to the worker queue; Upload
+ * reads one message at a time (the next read is asked for once the previous
+ * chunk is on disk) and Download keeps at most two chunks queued per call, so
+ * memory stays bounded however fast or slow the peer is. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "bundle.h"
+#include "files_service.h"
+#include "log.h"
+#include "printfarm/v1/files.pb-c.h"
+#include "rpc/auth.h"
+#include "rpc/pb.h"
+#include "timeutil.h"
+
+#define FIND_MISSING_MAX      10000
+#define DOWNLOAD_QUEUE_CHUNKS 2
+
+struct pf_files_service {
+    struct pf_store *store;
+    struct pf_workq *wq;
+    struct pf_metric *m_bytes_in, *m_bytes_out, *m_blobs_stored, *m_errors;
+    struct pf_metric *m_upload_seconds, *m_download_seconds;
+};
+
+struct pf_files_service *pf_files_service_create(struct pf_store *store, struct pf_workq *wq,
+                                                 struct pf_metrics *m)
+{
+    struct pf_files_service *svc = calloc(1, sizeof(*svc));
+    if (svc == NULL)
+        return NULL;
+    svc->store = store;
+    svc->wq = wq;
+    svc->m_bytes_in =
+        pf_metrics_counter(m, "printfarm_files_bytes_in_total", "bytes received in uploads", NULL);
+    svc->m_bytes_out =
+        pf_metrics_counter(m, "printfarm_files_bytes_out_total", "bytes sent in downloads", NULL);
+    svc->m_blobs_stored = pf_metrics_counter(m, "printfarm_files_blobs_stored_total",
+                                             "new blobs stored (uploads of new content)", NULL);
+    svc->m_errors =
+        pf_metrics_counter(m, "printfarm_files_errors_total",
+                           "Files calls that failed, by method and status code", "method,code");
+    svc->m_upload_seconds = pf_metrics_histogram(m, "printfarm_files_upload_duration_seconds",
+                                                 "duration of successful uploads", NULL, NULL, 0);
+    svc->m_download_seconds = pf_metrics_histogram(m, "printfarm_files_download_duration_seconds",
+                                                   "duration of complete downloads", NULL, NULL, 0);
+    return svc;
+}
+
+void pf_files_service_destroy(struct pf_files_service *svc)
+{
+    free(svc);
+}
+
+static void fail(struct pf_rpc_call *call, const char *method, const struct pf_error *err)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    const char *labels[2] = {method, pf_rpc_code_name(pf_rpc_code_from_status(err->code))};
+    pf_metric_add(svc->m_errors, labels, 1);
+    pf_rpc_call_finish_err(call, err);
+}
+
+/* Parses a Digest message field; a missing one is "field is required". */
+static enum pf_status parse_digest(const Printfarm__V1__Digest *d, const char *field,
+                                   struct pf_digest *out, struct pf_error *err)
+{
+    if (d == NULL || d->sha256 == NULL || d->sha256[0] == '\0')
+        return pf_error_set(err, PF_E_INVALID, "%s is required (64 hex characters)", field);
+    if (pf_digest_from_hex(d->sha256, strlen(d->sha256), out, err) != PF_OK)
+        return pf_error_set(err, PF_E_INVALID, "%s: %.200s", field, err->msg);
+    return PF_OK;
+}
+
+static void set_digest(Printfarm__V1__Digest *msg, char *hex, const struct pf_digest *d)
+{
+    printfarm__v1__digest__init(msg);
+    pf_digest_to_hex(d, hex);
+    msg->sha256 = hex;
+}
+
+/* ---- Upload ---- */
+
+struct upload {
+    struct pf_store_writer *writer;
+    bool header_seen;
+    uint64_t bytes;
+    double started;
+};
+
+static void upload_message_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    struct upload *u = pf_rpc_call_user(call);
+    Printfarm__V1__UploadRequest *req;
+    struct pf_error err;
+
+    if (pf_rpc_call_done(call))
+        return;
+    if (pf_pb_unpack(&printfarm__v1__upload_request__descriptor, data, len,
+                     (ProtobufCMessage **)&req, &err) != PF_OK) {
+        fail(call, "Upload", &err);
+        return;
+    }
+    if (req->part_case == PRINTFARM__V1__UPLOAD_REQUEST__PART_HEADER) {
+        struct pf_digest expected;
+        const Printfarm__V1__UploadHeader *h = req->header;
+        if (u->header_seen) {
+            pf_error_set(&err, PF_E_INVALID,
+                         "upload header sent twice: only the first message "
+                         "may carry a header");
+            goto out_fail;
+        }
+        u->header_seen = true;
+        if (h->expected != NULL &&
+            parse_digest(h->expected, "header.expected", &expected, &err) != PF_OK)
+            goto out_fail;
+        if (pf_store_writer_begin(svc->store, h->size, h->expected != NULL ? &expected : NULL,
+                                  &u->writer, &err) != PF_OK)
+            goto out_fail;
+    } else if (req->part_case == PRINTFARM__V1__UPLOAD_REQUEST__PART_CHUNK) {
+        if (!u->header_seen) {
+            pf_error_set(&err, PF_E_INVALID,
+                         "the first upload message must carry a header (size, expected digest)");
+            goto out_fail;
+        }
+        if (pf_store_writer_write(u->writer, req->chunk.data, req->chunk.len, &err) != PF_OK)
+            goto out_fail;
+        u->bytes += req->chunk.len;
+        pf_metric_add(svc->m_bytes_in, NULL, (double)req->chunk.len);
+    } else {
+        pf_error_set(&err, PF_E_INVALID, "upload message has neither header nor chunk");
+        goto out_fail;
+    }
+    printfarm__v1__upload_request__free_unpacked(req, NULL);
+    pf_rpc_call_read_next(call);
+    return;
+out_fail:
+    printfarm__v1__upload_request__free_unpacked(req, NULL);
+    fail(call, "Upload", &err);
+}
+
+static void upload_commit_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    struct upload *u = pf_rpc_call_user(call);
+    Printfarm__V1__UploadResponse resp = PRINTFARM__V1__UPLOAD_RESPONSE__INIT;
+    Printfarm__V1__Digest dmsg;
+    char hex[PF_DIGEST_HEX_LEN + 1];
+    struct pf_digest digest;
+    struct pf_error err;
+    bool existed = false;
+
+    if (pf_rpc_call_done(call))
+        return;
+    if (u->writer == NULL) {
+        pf_error_set(&err, PF_E_INVALID, "upload ended without a header: send a header first");
+        fail(call, "Upload", &err);
+        return;
+    }
+    enum pf_status rc = pf_store_writer_commit(u->writer, &digest, &existed, &err);
+    u->writer = NULL; /* commit frees it whatever the result */
+    if (rc != PF_OK) {
+        fail(call, "Upload", &err);
+        return;
+    }
+    if (!existed)
+        pf_metric_add(svc->m_blobs_stored, NULL, 1);
+    pf_metric_observe(svc->m_upload_seconds, NULL, pf_time_mono_seconds() - u->started);
+    set_digest(&dmsg, hex, &digest);
+    resp.digest = &dmsg;
+    resp.size = u->bytes;
+    resp.existed = existed;
+    pf_log_info("blob_stored", "digest=%s bytes=%llu existed=%s", hex, (unsigned long long)u->bytes,
+                existed ? "true" : "false");
+    pf_rpc_call_reply(call, &resp.base);
+}
+
+static void upload_start(struct pf_rpc_call *call, const uint8_t *req, size_t len)
+{
+    struct upload *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        pf_rpc_call_finish(call, PF_E_RESOURCE, "out of memory");
+        return;
+    }
+    u->started = pf_time_mono_seconds();
+    pf_rpc_call_set_user(call, u);
+}
+
+static bool upload_message(struct pf_rpc_call *call, const uint8_t *msg, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    pf_rpc_call_defer(call, svc->wq, upload_message_work, msg, len);
+    return false; /* the worker asks for the next message once this one is on disk */
+}
+
+static void upload_half_close(struct pf_rpc_call *call)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    pf_rpc_call_defer(call, svc->wq, upload_commit_work, NULL, 0);
+}
+
+static void upload_free(struct pf_rpc_call *call)
+{
+    struct upload *u = pf_rpc_call_user(call);
+    if (u == NULL)
+        return;
+    if (u->writer != NULL) {
+        /* The client went away or the upload failed: remove the temp file. */
+        pf_store_writer_abort(u->writer);
+        pf_log_info("upload_abandoned", "bytes=%llu", (unsigned long long)u->bytes);
+    }
+    free(u);
+}
+
+/* ---- Download ---- */
+
+struct download {
+    pthread_mutex_t mu;
+    struct pf_store_reader *reader;
+    uint64_t size;
+    uint64_t offset;
+    size_t chunk;
+    bool busy;     /* a worker job is reading */
+    bool finished; /* status given */
+    bool first;
+    double started;
+    uint8_t *buf;
+};
+
+/* Reads and queues chunks until the call's queue is full or the blob ends. */
+static void download_pump(struct pf_rpc_call *call, const uint8_t *unused, size_t unused_len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    struct download *d = pf_rpc_call_user(call);
+    struct pf_error err;
+
+    for (;;) {
+        size_t n = 0;
+        enum pf_status rc;
+
+        if (pf_rpc_call_done(call)) {
+            pthread_mutex_lock(&d->mu);
+            d->busy = false;
+            d->finished = true;
+            pthread_mutex_unlock(&d->mu);
+            return;
+        }
+        pthread_mutex_lock(&d->mu);
+        if (!d->first && pf_rpc_call_queued_bytes(call) >= DOWNLOAD_QUEUE_CHUNKS * d->chunk) {
+            d->busy = false; /* on_writable starts the next pump */
+            pthread_mutex_unlock(&d->mu);
+            return;
+        }
+        pthread_mutex_unlock(&d->mu);
+
+        rc = pf_store_reader_read(d->reader, d->buf, d->chunk, &n, &err);
+        if (rc == PF_OK || (rc == PF_E_END && d->first)) {
+            Printfarm__V1__DownloadResponse resp = PRINTFARM__V1__DOWNLOAD_RESPONSE__INIT;
+            resp.size = d->size;
+            resp.offset = d->offset;
+            resp.chunk.data = d->buf;
+            resp.chunk.len = n;
+            d->first = false;
+            d->offset += n;
+            if (pf_rpc_call_send_msg(call, &resp.base) != PF_OK)
+                continue; /* the call ended: the loop notices */
+            pf_metric_add(svc->m_bytes_out, NULL, (double)n);
+            if (rc == PF_OK)
+                continue;
+        }
+        pthread_mutex_lock(&d->mu);
+        d->busy = false;
+        d->finished = true;
+        pthread_mutex_unlock(&d->mu);
+        if (rc == PF_E_END) {
+            pf_metric_observe(svc->m_download_seconds, NULL, pf_time_mono_seconds() - d->started);
+            pf_rpc_call_finish(call, PF_OK, "");
+        } else {
+            fail(call, "Download", &err);
+        }
+        return;
+    }
+}
+
+static void download_open_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    struct download *d = pf_rpc_call_user(call);
+    Printfarm__V1__DownloadRequest *req;
+    struct pf_digest digest;
+    struct pf_error err;
+
+    if (pf_pb_unpack(&printfarm__v1__download_request__descriptor, data, len,
+                     (ProtobufCMessage **)&req, &err) != PF_OK) {
+        fail(call, "Download", &err);
+        return;
+    }
+    d->chunk = req->chunk_size == 0 || req->chunk_size > PF_FILES_DOWNLOAD_CHUNK_MAX
+                   ? PF_FILES_DOWNLOAD_CHUNK_MAX
+                   : req->chunk_size;
+    d->offset = req->offset;
+    enum pf_status rc = parse_digest(req->digest, "digest", &digest, &err);
+    printfarm__v1__download_request__free_unpacked(req, NULL);
+    if (rc != PF_OK ||
+        pf_store_reader_open(svc->store, &digest, d->offset, &d->reader, &d->size, &err) != PF_OK) {
+        fail(call, "Download", &err);
+        return;
+    }
+    d->buf = malloc(d->chunk);
+    if (d->buf == NULL) {
+        pf_error_set(&err, PF_E_RESOURCE, "out of memory for a %zu-byte chunk", d->chunk);
+        fail(call, "Download", &err);
+        return;
+    }
+    d->first = true;
+    download_pump(call, NULL, 0);
+}
+
+static void download_start(struct pf_rpc_call *call, const uint8_t *req, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    struct download *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        pf_rpc_call_finish(call, PF_E_RESOURCE, "out of memory");
+        return;
+    }
+    pthread_mutex_init(&d->mu, NULL);
+    d->busy = true;
+    d->started = pf_time_mono_seconds();
+    pf_rpc_call_set_user(call, d);
+    pf_rpc_call_defer(call, svc->wq, download_open_work, req, len);
+}
+
+static void download_writable(struct pf_rpc_call *call)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    struct download *d = pf_rpc_call_user(call);
+    bool start = false;
+
+    pthread_mutex_lock(&d->mu);
+    if (!d->busy && !d->finished) {
+        d->busy = true;
+        start = true;
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (start)
+        pf_rpc_call_defer(call, svc->wq, download_pump, NULL, 0);
+}
+
+static void download_free(struct pf_rpc_call *call)
+{
+    struct download *d = pf_rpc_call_user(call);
+    if (d == NULL)
+        return;
+    pf_store_reader_close(d->reader);
+    free(d->buf);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+/* ---- Stat, FindMissing ---- */
+
+static void stat_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    Printfarm__V1__StatRequest *req;
+    Printfarm__V1__StatResponse resp = PRINTFARM__V1__STAT_RESPONSE__INIT;
+    Printfarm__V1__Digest dmsg;
+    char hex[PF_DIGEST_HEX_LEN + 1];
+    struct pf_digest digest;
+    struct pf_error err;
+    uint64_t size;
+
+    if (pf_pb_unpack(&printfarm__v1__stat_request__descriptor, data, len, (ProtobufCMessage **)&req,
+                     &err) != PF_OK) {
+        fail(call, "Stat", &err);
+        return;
+    }
+    enum pf_status rc = parse_digest(req->digest, "digest", &digest, &err);
+    printfarm__v1__stat_request__free_unpacked(req, NULL);
+    if (rc != PF_OK || pf_store_stat(svc->store, &digest, &size, &err) != PF_OK) {
+        fail(call, "Stat", &err);
+        return;
+    }
+    set_digest(&dmsg, hex, &digest);
+    resp.digest = &dmsg;
+    resp.size = size;
+    pf_rpc_call_reply(call, &resp.base);
+}
+
+static void find_missing_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    Printfarm__V1__FindMissingRequest *req;
+    Printfarm__V1__FindMissingResponse resp = PRINTFARM__V1__FIND_MISSING_RESPONSE__INIT;
+    struct pf_error err;
+
+    if (pf_pb_unpack(&printfarm__v1__find_missing_request__descriptor, data, len,
+                     (ProtobufCMessage **)&req, &err) != PF_OK) {
+        fail(call, "FindMissing", &err);
+        return;
+    }
+    if (req->n_digests > FIND_MISSING_MAX) {
+        pf_error_set(&err, PF_E_INVALID, "%zu digests asked at once: at most %d per call",
+                     req->n_digests, FIND_MISSING_MAX);
+        goto out_fail;
+    }
+    /* Check every digest before touching the disk, so bad input is reported whole. */
+    for (size_t i = 0; i < req->n_digests; i++) {
+        struct pf_digest d;
+        char field[32];
+        snprintf(field, sizeof(field), "digests[%zu]", i);
+        if (parse_digest(req->digests[i], field, &d, &err) != PF_OK)
+            goto out_fail;
+    }
+    resp.missing = calloc(req->n_digests + 1, sizeof(*resp.missing));
+    if (resp.missing == NULL) {
+        pf_error_set(&err, PF_E_RESOURCE, "out of memory");
+        goto out_fail;
+    }
+    for (size_t i = 0; i < req->n_digests; i++) {
+        struct pf_digest d;
+        struct pf_error serr;
+        if (pf_digest_from_hex(req->digests[i]->sha256, strlen(req->digests[i]->sha256), &d,
+                               &serr) != PF_OK)
+            continue;
+        enum pf_status rc = pf_store_stat(svc->store, &d, NULL, &serr);
+        if (rc == PF_E_NOT_FOUND) {
+            resp.missing[resp.n_missing++] = req->digests[i];
+        } else if (rc != PF_OK) {
+            free(resp.missing);
+            err = serr;
+            goto out_fail;
+        }
+    }
+    pf_rpc_call_reply(call, &resp.base);
+    free(resp.missing);
+    printfarm__v1__find_missing_request__free_unpacked(req, NULL);
+    return;
+out_fail:
+    printfarm__v1__find_missing_request__free_unpacked(req, NULL);
+    fail(call, "FindMissing", &err);
+}
+
+/* ---- bundles ---- */
+
+static void put_bundle_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    Printfarm__V1__PutBundleRequest *req;
+    Printfarm__V1__PutBundleResponse resp = PRINTFARM__V1__PUT_BUNDLE_RESPONSE__INIT;
+    Printfarm__V1__Digest dmsg;
+    char hex[PF_DIGEST_HEX_LEN + 1];
+    struct pf_store_writer *w = NULL;
+    struct pf_digest digest;
+    struct pf_error err;
+    char *manifest = NULL;
+    size_t manifest_len = 0;
+    bool existed;
+
+    if (pf_pb_unpack(&printfarm__v1__put_bundle_request__descriptor, data, len,
+                     (ProtobufCMessage **)&req, &err) != PF_OK) {
+        fail(call, "PutBundle", &err);
+        return;
+    }
+    if (req->bundle == NULL) {
+        pf_error_set(&err, PF_E_INVALID, "bundle is required");
+        goto out_free_req;
+    }
+    if (pf_bundle_encode(req->bundle, &manifest, &manifest_len, &err) != PF_OK)
+        goto out_free_req;
+    for (size_t i = 0; i < req->bundle->n_files; i++) {
+        const Printfarm__V1__BundleFile *f = req->bundle->files[i];
+        struct pf_digest d;
+        uint64_t size;
+        if (parse_digest(f->digest, "files[].digest", &d, &err) != PF_OK)
+            goto out_free_manifest;
+        enum pf_status rc = pf_store_stat(svc->store, &d, &size, &err);
+        if (rc == PF_E_NOT_FOUND) {
+            pf_error_set(&err, PF_E_PRECONDITION,
+                         "files[%zu] (profile '%s') names blob %s, which is not stored: "
+                         "upload it first",
+                         i, f->profile, f->digest->sha256);
+            goto out_free_manifest;
+        }
+        if (rc != PF_OK)
+            goto out_free_manifest;
+        if (f->size != 0 && f->size != size) {
+            pf_error_set(&err, PF_E_INVALID,
+                         "files[%zu] (profile '%s') declares %llu bytes but blob %s has %llu", i,
+                         f->profile, (unsigned long long)f->size, f->digest->sha256,
+                         (unsigned long long)size);
+            goto out_free_manifest;
+        }
+    }
+    if (pf_store_writer_begin(svc->store, manifest_len, NULL, &w, &err) != PF_OK)
+        goto out_free_manifest;
+    if (pf_store_writer_write(w, manifest, manifest_len, &err) != PF_OK) {
+        pf_store_writer_abort(w);
+        goto out_free_manifest;
+    }
+    if (pf_store_writer_commit(w, &digest, &existed, &err) != PF_OK)
+        goto out_free_manifest;
+    set_digest(&dmsg, hex, &digest);
+    resp.digest = &dmsg;
+    pf_log_info("bundle_stored", "digest=%s files=%zu", hex, req->bundle->n_files);
+    pf_rpc_call_reply(call, &resp.base);
+    free(manifest);
+    printfarm__v1__put_bundle_request__free_unpacked(req, NULL);
+    return;
+out_free_manifest:
+    free(manifest);
+out_free_req:
+    printfarm__v1__put_bundle_request__free_unpacked(req, NULL);
+    fail(call, "PutBundle", &err);
+}
+
+static void get_bundle_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    Printfarm__V1__GetBundleRequest *req;
+    Printfarm__V1__GetBundleResponse resp = PRINTFARM__V1__GET_BUNDLE_RESPONSE__INIT;
+    Printfarm__V1__Bundle *bundle = NULL;
+    Printfarm__V1__Digest dmsg;
+    char hex[PF_DIGEST_HEX_LEN + 1];
+    struct pf_digest digest;
+    struct pf_error err;
+    char *bytes = NULL;
+    size_t n;
+
+    if (pf_pb_unpack(&printfarm__v1__get_bundle_request__descriptor, data, len,
+                     (ProtobufCMessage **)&req, &err) != PF_OK) {
+        fail(call, "GetBundle", &err);
+        return;
+    }
+    enum pf_status rc = parse_digest(req->digest, "digest", &digest, &err);
+    printfarm__v1__get_bundle_request__free_unpacked(req, NULL);
+    if (rc != PF_OK)
+        goto out_fail;
+    set_digest(&dmsg, hex, &digest);
+    rc = pf_store_read_all(svc->store, &digest, PF_BUNDLE_ENCODED_MAX, &bytes, &n, &err);
+    if (rc == PF_E_RESOURCE) {
+        pf_error_set(&err, PF_E_INVALID, "blob %.64s is not a bundle manifest (too large)", hex);
+        goto out_fail;
+    }
+    if (rc != PF_OK)
+        goto out_fail;
+    if (pf_bundle_decode(bytes, n, &bundle, &err) != PF_OK)
+        goto out_fail;
+    resp.digest = &dmsg;
+    resp.bundle = bundle;
+    pf_rpc_call_reply(call, &resp.base);
+    printfarm__v1__bundle__free_unpacked(bundle, NULL);
+    free(bytes);
+    return;
+out_fail:
+    free(bytes);
+    fail(call, "GetBundle", &err);
+}
+
+#define DEFER_UNARY(name, work)                                                                    \
+    static void name(struct pf_rpc_call *call, const uint8_t *req, size_t len)                     \
+    {                                                                                              \
+        struct pf_files_service *svc = pf_rpc_call_ctx(call);                                      \
+        pf_rpc_call_defer(call, svc->wq, work, req, len);                                          \
+    }
+DEFER_UNARY(stat_start, stat_work)
+DEFER_UNARY(find_missing_start, find_missing_work)
+DEFER_UNARY(put_bundle_start, put_bundle_work)
+DEFER_UNARY(get_bundle_start, get_bundle_work)
+
+enum pf_status pf_files_service_register(struct pf_files_service *svc, struct pf_rpc_server *srv,
+                                         struct pf_error *err)
+{
+    const struct pf_rpc_method methods[] = {
+        {.path = "/printfarm.v1.Files/Upload",
+         .kind = PF_RPC_CLIENT_STREAM,
+         .roles = PF_ROLES_WRITE,
+         .ctx = svc,
+         .on_start = upload_start,
+         .on_message = upload_message,
+         .on_half_close = upload_half_close,
+         .on_free = upload_free},
+        {.path = "/printfarm.v1.Files/Download",
+         .kind = PF_RPC_SERVER_STREAM,
+         .roles = PF_ROLES_ANY,
+         .ctx = svc,
+         .on_start = download_start,
+         .on_writable = download_writable,
+         .on_free = download_free},
+        {.path = "/printfarm.v1.Files/Stat",
+         .kind = PF_RPC_UNARY,
+         .roles = PF_ROLES_ANY,
+         .ctx = svc,
+         .on_start = stat_start},
+        {.path = "/printfarm.v1.Files/FindMissing",
+         .kind = PF_RPC_UNARY,
+         .roles = PF_ROLES_ANY,
+         .ctx = svc,
+         .on_start = find_missing_start},
+        {.path = "/printfarm.v1.Files/PutBundle",
+         .kind = PF_RPC_UNARY,
+         .roles = PF_ROLES_WRITE,
+         .ctx = svc,
+         .on_start = put_bundle_start},
+        {.path = "/printfarm.v1.Files/GetBundle",
+         .kind = PF_RPC_UNARY,
+         .roles = PF_ROLES_ANY,
+         .ctx = svc,
+         .on_start = get_bundle_start},
+    };
+    return pf_rpc_server_add(srv, methods, sizeof(methods) / sizeof(methods[0]), err);
+}
