@@ -96,14 +96,14 @@ static bool open_fd_count(double *out)
 
 static void register_process_metrics(struct pf_admin *a)
 {
-    struct pf_metric *start = pf_metrics_gauge(
-        a->metrics, "process_start_time_seconds",
-        "Start time of the process since the unix epoch in seconds.", NULL);
+    struct pf_metric *start =
+        pf_metrics_gauge(a->metrics, "process_start_time_seconds",
+                         "Start time of the process since the unix epoch in seconds.", NULL);
     pf_metric_set(start, NULL, (double)pf_time_wall_ms() / 1000.0);
     a->resident_bytes = pf_metrics_gauge(a->metrics, "process_resident_memory_bytes",
                                          "Resident memory size in bytes.", NULL);
-    a->open_fds = pf_metrics_gauge(a->metrics, "process_open_fds",
-                                   "Number of open file descriptors.", NULL);
+    a->open_fds =
+        pf_metrics_gauge(a->metrics, "process_open_fds", "Number of open file descriptors.", NULL);
     a->requests = pf_metrics_counter(a->metrics, "printfarm_admin_requests_total",
                                      "Requests served by the admin HTTP server.", "path,code");
 }
@@ -179,8 +179,8 @@ static enum MHD_Result serve_readyz(struct pf_admin *a, struct MHD_Connection *c
     }
     struct pf_buf body;
     pf_buf_init(&body, 0);
-    enum pf_status st = pf_buf_printf(&body, "not ready: %s\n",
-                                      why.len > 0 ? why.data : "no reason given");
+    enum pf_status st =
+        pf_buf_printf(&body, "not ready: %s\n", why.len > 0 ? why.data : "no reason given");
     pf_buf_release(&why);
     if (st != PF_OK) {
         pf_buf_release(&body);
@@ -241,8 +241,7 @@ static const char *bind_failure_reason(const struct pf_admin *a, int saved_errno
 }
 
 /* Resolves host:port into a->addr; IPv6 or IPv4 per the address family found. */
-static enum pf_status resolve(struct pf_admin *a, const char *host, int port,
-                              struct pf_error *err)
+static enum pf_status resolve(struct pf_admin *a, const char *host, int port, struct pf_error *err)
 {
     char port_text[8];
     snprintf(port_text, sizeof port_text, "%d", port);
@@ -299,11 +298,11 @@ struct pf_admin *pf_admin_start(const char *listen, struct pf_metrics *metrics,
     if (a->addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     errno = 0;
-    a->daemon = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, handle_request, a, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_logger, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a->addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT_S, MHD_OPTION_END);
+    a->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle_request, a,
+                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, a, MHD_OPTION_SOCK_ADDR,
+                                 (struct sockaddr *)&a->addr, MHD_OPTION_CONNECTION_LIMIT,
+                                 (unsigned int)ADMIN_CONN_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+                                 (unsigned int)ADMIN_CONN_TIMEOUT_S, MHD_OPTION_END);
     if (a->daemon == NULL) {
         int saved_errno = errno;
         pf_error_set(err, PF_E_UNAVAILABLE, "could not listen on '%s' for the admin server: %s",

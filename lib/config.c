@@ -101,9 +101,8 @@ static const char *parse_size(const char *text, uint64_t *out)
         const char *suffix;
         unsigned shift;
     } units[] = {
-        {"", 0},    {"B", 0},     {"K", 10},   {"k", 10},  {"KiB", 10}, {"M", 20},
-        {"m", 20},  {"MiB", 20},  {"G", 30},   {"g", 30},  {"GiB", 30}, {"T", 40},
-        {"t", 40},  {"TiB", 40},
+        {"", 0},     {"B", 0},  {"K", 10}, {"k", 10},   {"KiB", 10}, {"M", 20}, {"m", 20},
+        {"MiB", 20}, {"G", 30}, {"g", 30}, {"GiB", 30}, {"T", 40},   {"t", 40}, {"TiB", 40},
     };
     if (text[0] < '0' || text[0] > '9')
         return "not a size (use a number of bytes with an optional K, M, G or T suffix)";
@@ -208,8 +207,7 @@ enum pf_status pf_config_parse_hostport(const char *text, char *host_out, size_t
         colon = strrchr(text, ':');
         if (colon == NULL)
             return pf_error_set(err, PF_E_INVALID,
-                                "invalid address '%.64s': missing port (expected HOST:PORT)",
-                                text);
+                                "invalid address '%.64s': missing port (expected HOST:PORT)", text);
         host = text;
         host_len = (size_t)(colon - text);
         if (memchr(host, ':', host_len) != NULL)
@@ -228,8 +226,8 @@ enum pf_status pf_config_parse_hostport(const char *text, char *host_out, size_t
     for (size_t i = 0; i < host_len; i++) {
         unsigned char c = (unsigned char)host[i];
         if (c <= 0x20 || c >= 0x7f || c == '[' || c == ']' || c == '/')
-            return pf_error_set(err, PF_E_INVALID,
-                                "invalid address '%.64s': bad character in host", text);
+            return pf_error_set(err, PF_E_INVALID, "invalid address '%.64s': bad character in host",
+                                text);
     }
     const char *port_text = colon + 1;
     if (port_text[0] == '\0')
@@ -240,14 +238,14 @@ enum pf_status pf_config_parse_hostport(const char *text, char *host_out, size_t
     const char *end = read_digits(port_text, &port, &overflow);
     if (end == NULL || *end != '\0') {
         if (overflow)
-            return pf_error_set(err, PF_E_INVALID,
-                                "invalid address '%.64s': port must be 0..65535", text);
+            return pf_error_set(err, PF_E_INVALID, "invalid address '%.64s': port must be 0..65535",
+                                text);
         return pf_error_set(err, PF_E_INVALID, "invalid address '%.64s': port is not a number",
                             text);
     }
     if (port > 65535)
-        return pf_error_set(err, PF_E_INVALID,
-                            "invalid address '%.64s': port must be 0..65535", text);
+        return pf_error_set(err, PF_E_INVALID, "invalid address '%.64s': port must be 0..65535",
+                            text);
     memcpy(host_out, host, host_len);
     host_out[host_len] = '\0';
     *port_out = (int)port;
@@ -307,8 +305,8 @@ static enum pf_status convert(const struct pf_flag *f, const char *text, enum so
     case PF_FLAG_DURATION_MS:
         why = parse_duration(text, &v->i64);
         if (why == NULL && ranged && (v->i64 < f->min || v->i64 > f->max)) {
-            snprintf(range, sizeof range, "must be between %" PRId64 "ms and %" PRId64 "ms",
-                     f->min, f->max);
+            snprintf(range, sizeof range, "must be between %" PRId64 "ms and %" PRId64 "ms", f->min,
+                     f->max);
             why = range;
         }
         break;

@@ -38,7 +38,9 @@ struct pf_config {
  * printed to `out` (the caller exits 0); PF_E_INVALID with a message naming the
  * flag or variable when a value is bad or a flag unknown (the caller prints it
  * and exits 2). Positional arguments are rejected unless `positional` is not
- * NULL, in which case *positional_index receives optind. */
+ * NULL, in which case *positional_index receives optind. argv is permuted as GNU
+ * getopt does, so positional arguments end up at argv[*positional_index..].
+ * Destinations are written only on PF_OK. Not thread-safe (getopt's globals). */
 enum pf_status pf_config_parse(const struct pf_config *cfg, int argc, char **argv, FILE *out,
                                int *positional_index, struct pf_error *err) PF_MUST_CHECK;
 

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX  4096 /* == PIPE_BUF on Linux: a write this size is atomic */
+#define LOG_LINE_MAX      4096 /* == PIPE_BUF on Linux: a write this size is atomic */
 #define LOG_COMPONENT_MAX 64
 
 static const char truncated_mark[] = " truncated=true";
@@ -160,8 +160,8 @@ void pf_log(enum pf_log_level level, const char *event, const char *fmt, ...)
     size_t ts_len = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + ts_len, sizeof ts - ts_len, ".%03ldZ", now.tv_nsec / 1000000);
 
-    const char *lvl = ((int)level >= PF_LOG_DEBUG && level <= PF_LOG_ERROR) ? level_names[level]
-                                                                             : "unknown";
+    const char *lvl =
+        ((int)level >= PF_LOG_DEBUG && level <= PF_LOG_ERROR) ? level_names[level] : "unknown";
     int n;
     if (log_component[0] != '\0')
         n = snprintf(line, cap, "ts=%s level=%s component=%s event=", ts, lvl, log_component);

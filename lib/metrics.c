@@ -19,9 +19,8 @@
 #define SERIES_HASH_SIZE 256
 #define OVERFLOW_VALUE   "overflow"
 
-const double pf_metrics_seconds_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                             0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                             5,      10,    30,     60};
+const double pf_metrics_seconds_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                             0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
 const size_t pf_metrics_seconds_bucket_count =
     sizeof pf_metrics_seconds_buckets / sizeof pf_metrics_seconds_buckets[0];
 
@@ -32,8 +31,8 @@ static const char *const kind_names[] = {"counter", "gauge", "histogram"};
 /* One label combination of a family. The label values are stored after the
  * bucket counts in the same allocation. */
 struct series {
-    struct series *next;       /* first-seen order */
-    struct series *hash_next;  /* chain in the family's table */
+    struct series *next;      /* first-seen order */
+    struct series *hash_next; /* chain in the family's table */
     uint32_t hash;
     const char *values[PF_METRICS_MAX_LABELS];
     double value; /* counter, gauge */
@@ -136,8 +135,7 @@ static bool valid_label_name(const char *name, size_t len)
 
 /* Splits "a,b" into names[] (heap copies); returns the count or -1 when the
  * list is invalid. Spaces around names are ignored. */
-static int parse_label_names(const char *labels, enum kind kind,
-                             char *names[PF_METRICS_MAX_LABELS])
+static int parse_label_names(const char *labels, enum kind kind, char *names[PF_METRICS_MAX_LABELS])
 {
     int count = 0;
     if (labels == NULL || labels[0] == '\0')
@@ -175,8 +173,8 @@ out_free_names:
     return -1;
 }
 
-static bool same_shape(const struct pf_metric *m, enum kind kind, char *const *names,
-                       size_t count, const double *bounds, size_t bucket_count)
+static bool same_shape(const struct pf_metric *m, enum kind kind, char *const *names, size_t count,
+                       const double *bounds, size_t bucket_count)
 {
     if (m->kind != kind || m->label_count != count)
         return false;

@@ -83,8 +83,8 @@ static enum pf_status check_text(const char *s, size_t max, bool may_be_empty, c
                             field, len, max);
     while (i < len) {
         if (u[i] < 0x20 || u[i] == 0x7f || (u[i] == 0xc2 && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f))
-            return pf_error_set(err, PF_E_INVALID, "%s has a control character at byte %zu",
-                                field, i);
+            return pf_error_set(err, PF_E_INVALID, "%s has a control character at byte %zu", field,
+                                i);
         n = utf8_seq(u + i);
         if (n == 0)
             return pf_error_set(err, PF_E_INVALID, "%s is not valid UTF-8 at byte %zu", field, i);
@@ -95,8 +95,8 @@ static enum pf_status check_text(const char *s, size_t max, bool may_be_empty, c
 
 static bool profile_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 static enum pf_status check_profile(const char *profile, const char *field, struct pf_error *err)
@@ -113,8 +113,8 @@ static enum pf_status check_profile(const char *profile, const char *field, stru
     for (i = 0; i < len; i++) {
         if (!profile_char(profile[i]))
             return pf_error_set(err, PF_E_INVALID,
-                                "%s '%s' has a character outside [A-Za-z0-9._-] at byte %zu",
-                                field, quote(profile, q), i);
+                                "%s '%s' has a character outside [A-Za-z0-9._-] at byte %zu", field,
+                                quote(profile, q), i);
     }
     return PF_OK;
 }
@@ -133,16 +133,16 @@ static enum pf_status check_digest(const Printfarm__V1__Digest *d, const char *f
             break;
     }
     if (i != PF_DIGEST_HEX_LEN || hex[i] != '\0')
-        return pf_error_set(err, PF_E_INVALID, "%s '%s' is not 64 lower-case hex characters",
-                            field, quote(hex, q));
+        return pf_error_set(err, PF_E_INVALID, "%s '%s' is not 64 lower-case hex characters", field,
+                            quote(hex, q));
     return PF_OK;
 }
 
 static enum pf_status check_amount(double v, const char *field, struct pf_error *err)
 {
     if (!isfinite(v) || v < 0)
-        return pf_error_set(err, PF_E_INVALID, "%s %g is not a finite, non-negative number",
-                            field, v);
+        return pf_error_set(err, PF_E_INVALID, "%s %g is not a finite, non-negative number", field,
+                            v);
     return PF_OK;
 }
 

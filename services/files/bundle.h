@@ -17,12 +17,12 @@
 
 /* Limits enforced by pf_bundle_validate. Text fields must be valid UTF-8
  * without control characters; lengths are in bytes. */
-#define PF_BUNDLE_NAME_MAX        200
-#define PF_BUNDLE_FILES_MAX       64
-#define PF_BUNDLE_PROFILE_MAX     64 /* [A-Za-z0-9._-] only */
-#define PF_BUNDLE_LABELS_MAX      32
-#define PF_BUNDLE_LABEL_KEY_MAX   64
-#define PF_BUNDLE_LABEL_VALUE_MAX 256
+#define PF_BUNDLE_NAME_MAX          200
+#define PF_BUNDLE_FILES_MAX         64
+#define PF_BUNDLE_PROFILE_MAX       64 /* [A-Za-z0-9._-] only */
+#define PF_BUNDLE_LABELS_MAX        32
+#define PF_BUNDLE_LABEL_KEY_MAX     64
+#define PF_BUNDLE_LABEL_VALUE_MAX   256
 #define PF_BUNDLE_METADATA_TEXT_MAX 256 /* each string of a file's GcodeMetadata */
 
 /* An upper bound on the encoded size of any valid bundle (magic included):

@@ -70,6 +70,13 @@ static enum pf_status parse_digest(const Printfarm__V1__Digest *d, const char *f
         return pf_error_set(err, PF_E_INVALID, "%s is required (64 hex characters)", field);
     if (pf_digest_from_hex(d->sha256, strlen(d->sha256), out, err) != PF_OK)
         return pf_error_set(err, PF_E_INVALID, "%s: %.200s", field, err->msg);
+    /* The API's textual form is lower case only, so one blob has one name. */
+    for (const char *p = d->sha256; *p != '\0'; p++) {
+        if (*p >= 'A' && *p <= 'F')
+            return pf_error_set(err, PF_E_INVALID,
+                                "%s '%.64s' has upper-case hex: digests are lower case", field,
+                                d->sha256);
+    }
     return PF_OK;
 }
 

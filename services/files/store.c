@@ -494,8 +494,8 @@ void pf_store_close(struct pf_store *store)
 /* ---- uploads ---- */
 
 enum pf_status pf_store_writer_begin(struct pf_store *store, uint64_t declared_size,
-                                     const struct pf_digest *expected,
-                                     struct pf_store_writer **out, struct pf_error *err)
+                                     const struct pf_digest *expected, struct pf_store_writer **out,
+                                     struct pf_error *err)
 {
     struct pf_store_writer *w;
     enum pf_status rc;
@@ -527,8 +527,8 @@ enum pf_status pf_store_writer_begin(struct pf_store *store, uint64_t declared_s
     }
     w->fd = mkostemp(w->tmp_path, O_CLOEXEC);
     if (w->fd < 0) {
-        rc = pf_error_set(err, PF_E_IO, "could not create a temp file in '%s': %s",
-                          store->tmp_dir, errno_text(errno, why, sizeof why));
+        rc = pf_error_set(err, PF_E_IO, "could not create a temp file in '%s': %s", store->tmp_dir,
+                          errno_text(errno, why, sizeof why));
         goto out_free_path;
     }
     w->tmp_name = strrchr(w->tmp_path, '/') + 1;
@@ -545,8 +545,10 @@ out_free_writer:
     return rc;
 }
 
-enum pf_status pf_store_writer_write(struct pf_store_writer *w, const void *data, size_t len,
-                                     struct pf_error *err)
+/* pf_store_writer_write without the chunk limit, which is about network
+ * messages and so does not apply to pf_store_put. */
+static enum pf_status append(struct pf_store_writer *w, const void *data, size_t len,
+                             struct pf_error *err)
 {
     char why[128];
     int e;
@@ -554,11 +556,6 @@ enum pf_status pf_store_writer_write(struct pf_store_writer *w, const void *data
     if (w->failed)
         return pf_error_set(err, PF_E_INTERNAL, "write to upload '%s' after it failed",
                             w->tmp_name);
-    if (len > w->store->lim.max_chunk_bytes) {
-        w->failed = true;
-        return pf_error_set(err, PF_E_INVALID, "chunk of %zu bytes exceeds the maximum of %zu bytes",
-                            len, w->store->lim.max_chunk_bytes);
-    }
     if (len > w->declared - w->received) {
         w->failed = true;
         return pf_error_set(err, PF_E_INVALID,
@@ -579,6 +576,18 @@ enum pf_status pf_store_writer_write(struct pf_store_writer *w, const void *data
     return PF_OK;
 }
 
+enum pf_status pf_store_writer_write(struct pf_store_writer *w, const void *data, size_t len,
+                                     struct pf_error *err)
+{
+    if (!w->failed && len > w->store->lim.max_chunk_bytes) {
+        w->failed = true;
+        return pf_error_set(err, PF_E_INVALID,
+                            "chunk of %zu bytes exceeds the maximum of %zu bytes", len,
+                            w->store->lim.max_chunk_bytes);
+    }
+    return append(w, data, len, err);
+}
+
 static enum pf_status sync_dir(struct pf_store *store, const char *rel, struct pf_error *err)
 {
     char why[128];
@@ -592,8 +601,8 @@ static enum pf_status sync_dir(struct pf_store *store, const char *rel, struct p
     if (fd >= 0)
         close(fd);
     if (e != 0)
-        return pf_error_set(err, PF_E_IO, "could not fsync directory '%s/blobs/%s': %s",
-                            store->dir, rel, errno_text(e, why, sizeof why));
+        return pf_error_set(err, PF_E_IO, "could not fsync directory '%s/blobs/%s': %s", store->dir,
+                            rel, errno_text(e, why, sizeof why));
     return PF_OK;
 }
 
@@ -694,8 +703,7 @@ enum pf_status pf_store_writer_commit(struct pf_store_writer *w, struct pf_diges
     int e;
 
     if (w->failed) {
-        rc = pf_error_set(err, PF_E_INTERNAL, "commit of upload '%s' after it failed",
-                          w->tmp_name);
+        rc = pf_error_set(err, PF_E_INTERNAL, "commit of upload '%s' after it failed", w->tmp_name);
         goto out_free_writer;
     }
     if (w->received != w->declared) {
@@ -709,8 +717,7 @@ enum pf_status pf_store_writer_commit(struct pf_store_writer *w, struct pf_diges
         pf_digest_to_hex(&digest, got);
         pf_digest_to_hex(&w->expected, want);
         rc = pf_error_set(err, PF_E_INVALID,
-                          "content digest '%s' does not match the declared digest '%s'", got,
-                          want);
+                          "content digest '%s' does not match the declared digest '%s'", got, want);
         goto out_free_writer;
     }
     if (fsync(w->fd) != 0) {
@@ -751,10 +758,28 @@ void pf_store_writer_abort(struct pf_store_writer *w)
     free(w);
 }
 
+enum pf_status pf_store_put(struct pf_store *store, const void *data, size_t len,
+                            const struct pf_digest *expected, struct pf_digest *out, bool *existed,
+                            struct pf_error *err)
+{
+    struct pf_store_writer *w;
+    enum pf_status rc;
+
+    rc = pf_store_writer_begin(store, len, expected, &w, err);
+    if (rc != PF_OK)
+        return rc;
+    rc = append(w, data, len, err);
+    if (rc != PF_OK) {
+        pf_store_writer_abort(w);
+        return rc;
+    }
+    return pf_store_writer_commit(w, out, existed, err);
+}
+
 /* ---- reads ---- */
 
-enum pf_status pf_store_stat(struct pf_store *store, const struct pf_digest *digest,
-                             uint64_t *size, struct pf_error *err)
+enum pf_status pf_store_stat(struct pf_store *store, const struct pf_digest *digest, uint64_t *size,
+                             struct pf_error *err)
 {
     char rel[BLOB_REL_LEN], why[128];
     struct stat st;
@@ -909,8 +934,8 @@ void pf_store_reader_close(struct pf_store_reader *r)
     free(r);
 }
 
-enum pf_status pf_store_read_all(struct pf_store *store, const struct pf_digest *digest,
-                                 size_t max, char **out, size_t *len, struct pf_error *err)
+enum pf_status pf_store_read_all(struct pf_store *store, const struct pf_digest *digest, size_t max,
+                                 char **out, size_t *len, struct pf_error *err)
 {
     char hex[PF_DIGEST_HEX_LEN + 1];
     struct pf_store_reader *r;

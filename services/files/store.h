@@ -30,8 +30,8 @@
 #define PF_STORE_VERIFY_CACHE_SLOTS 4096
 
 struct pf_store_limits {
-    uint64_t max_blob_bytes;  /* largest blob an upload may declare; 0 = default */
-    size_t max_chunk_bytes;   /* largest single pf_store_writer_write; 0 = default */
+    uint64_t max_blob_bytes; /* largest blob an upload may declare; 0 = default */
+    size_t max_chunk_bytes;  /* largest single pf_store_writer_write; 0 = default */
 };
 
 struct pf_store;        /* opaque: one data directory */
@@ -61,8 +61,7 @@ void pf_store_close(struct pf_store *store);
  * must be finished by exactly one pf_store_writer_commit or
  * pf_store_writer_abort, which free it. */
 enum pf_status pf_store_writer_begin(struct pf_store *store, uint64_t declared_size,
-                                     const struct pf_digest *expected,
-                                     struct pf_store_writer **out,
+                                     const struct pf_digest *expected, struct pf_store_writer **out,
                                      struct pf_error *err) PF_MUST_CHECK;
 
 /* Appends len bytes (data may be NULL when len is 0) and hashes them.
@@ -90,10 +89,19 @@ enum pf_status pf_store_writer_commit(struct pf_store_writer *w, struct pf_diges
  * temp file and FREES w. NULL is a no-op. */
 void pf_store_writer_abort(struct pf_store_writer *w);
 
+/* Stores len bytes held in memory (a bundle manifest) as one blob: begin,
+ * write and commit in one call, without the chunk limit, which is about
+ * network messages. expected (may be NULL), *out (may be NULL), *existed (may
+ * be NULL) and every error are as for pf_store_writer_begin and
+ * pf_store_writer_commit. data is borrowed. */
+enum pf_status pf_store_put(struct pf_store *store, const void *data, size_t len,
+                            const struct pf_digest *expected, struct pf_digest *out, bool *existed,
+                            struct pf_error *err) PF_MUST_CHECK;
+
 /* Reports whether the blob exists, and its size (*size may be NULL). Does not
  * read the content. PF_E_NOT_FOUND when absent. */
-enum pf_status pf_store_stat(struct pf_store *store, const struct pf_digest *digest,
-                             uint64_t *size, struct pf_error *err) PF_MUST_CHECK;
+enum pf_status pf_store_stat(struct pf_store *store, const struct pf_digest *digest, uint64_t *size,
+                             struct pf_error *err) PF_MUST_CHECK;
 
 /* Hashes the whole blob now, ignoring the verification cache, and records the
  * result in it: PF_OK when the bytes match the digest, PF_E_DATA_LOSS when they
@@ -141,8 +149,7 @@ void pf_store_reader_close(struct pf_store_reader *r);
  * than max bytes; other errors as pf_store_reader_open. On success *out is a
  * heap buffer of *len bytes plus a terminating NUL, owned by the caller (free
  * it); on failure *out is NULL. */
-enum pf_status pf_store_read_all(struct pf_store *store, const struct pf_digest *digest,
-                                 size_t max, char **out, size_t *len,
-                                 struct pf_error *err) PF_MUST_CHECK;
+enum pf_status pf_store_read_all(struct pf_store *store, const struct pf_digest *digest, size_t max,
+                                 char **out, size_t *len, struct pf_error *err) PF_MUST_CHECK;
 
 #endif

@@ -17,6 +17,7 @@ Environment:
                    is set and a binary is missing the tests fail; when it is
                    not set they are skipped.
     PF_FILES_BIN   overrides the pf-files binary path.
+    PF_INTEROP_STUBGEN=protoc  skip grpc_tools and use the fallback.
 
 Server logs (stderr.log, stdout.log) and data dirs live under pytest's
 basetemp (the last three runs are kept).
@@ -110,7 +111,7 @@ for _s in _pb2.DESCRIPTOR.services_by_name.values():
 def _generate_stubs(out_dir):
     protos = _proto_files()
     errors = []
-    py = _python_for_grpc_tools()
+    py = None if os.environ.get("PF_INTEROP_STUBGEN") == "protoc" else _python_for_grpc_tools()
     if py:
         r = _run([py, "-m", "grpc_tools.protoc", "-I" + PROTO_ROOT, "-I" + HEALTH_PROTO_DIR,
                   "--python_out=" + out_dir, "--grpc_python_out=" + out_dir]

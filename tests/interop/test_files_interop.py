@@ -349,9 +349,15 @@ def test_malformed_digest(pf_files, bad):
     }
     if bad:  # an empty expected digest means "not declared"
         calls["Upload"] = lambda: upload(stub, b"hello", expected=bad)
+    wrong = {}
     for name, call in calls.items():
-        with expect_status(grpc.StatusCode.INVALID_ARGUMENT):
+        try:
             call()
+            wrong[name] = "OK"
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                wrong[name] = "%s %r" % (e.code(), e.details())
+    assert not wrong, "want INVALID_ARGUMENT for digest %r, got: %s" % (bad, wrong)
 
 
 def test_missing_digest_message(pf_files):

@@ -509,7 +509,8 @@ static void test_decode_garbage(void **state)
     }
     {
         /* A field header promising more bytes than there are. */
-        const char bad[] = "PFBNDL1\n\x0a\x7f" "abc";
+        const char bad[] = "PFBNDL1\n\x0a\x7f"
+                           "abc";
         assert_not_manifest(bad, sizeof bad - 1,
                             "blob is not a bundle manifest: its message does not parse");
     }

@@ -37,9 +37,9 @@ static const struct pf_config cfg = {
     .flag_count = sizeof flags / sizeof flags[0],
 };
 
-static const char *const env_names[] = {"PRINTFARM_LISTEN",   "PRINTFARM_PORT",
-                                        "PRINTFARM_VERBOSE",  "PRINTFARM_MAX_SIZE",
-                                        "PRINTFARM_TIMEOUT",  "PRINTFARM_TOKEN"};
+static const char *const env_names[] = {"PRINTFARM_LISTEN",  "PRINTFARM_PORT",
+                                        "PRINTFARM_VERBOSE", "PRINTFARM_MAX_SIZE",
+                                        "PRINTFARM_TIMEOUT", "PRINTFARM_TOKEN"};
 
 static int reset(void **state)
 {
@@ -113,8 +113,7 @@ static void test_flags_both_forms(void **state)
 {
     struct pf_error err;
     assert_int_equal(parse_args(&err, NULL, "--listen", "127.0.0.1:1", "--port=81", "--verbose",
-                                "--max-size", "1G", "--timeout=250ms", "--token", "s3cret",
-                                NULL),
+                                "--max-size", "1G", "--timeout=250ms", "--token", "s3cret", NULL),
                      PF_OK);
     assert_string_equal(listen_addr, "127.0.0.1:1");
     assert_string_equal(token, "s3cret");
@@ -127,9 +126,9 @@ static void test_flags_both_forms(void **state)
 static void test_last_flag_wins(void **state)
 {
     struct pf_error err;
-    assert_int_equal(parse_args(&err, NULL, "--port=1", "--port=2", "--listen=a:1",
-                                "--listen=b:2", NULL),
-                     PF_OK);
+    assert_int_equal(
+        parse_args(&err, NULL, "--port=1", "--port=2", "--listen=a:1", "--listen=b:2", NULL),
+        PF_OK);
     assert_int_equal(port, 2);
     assert_string_equal(listen_addr, "b:2");
 }
@@ -184,9 +183,9 @@ static void test_bool_forms(void **state)
         const char *arg;
         bool want;
     } cases[] = {
-        {"--verbose", true},        {"--verbose=true", true},  {"--verbose=1", true},
-        {"--verbose=YES", true},    {"--verbose=on", true},    {"--verbose=false", false},
-        {"--verbose=0", false},     {"--verbose=no", false},   {"--verbose=Off", false},
+        {"--verbose", true},     {"--verbose=true", true}, {"--verbose=1", true},
+        {"--verbose=YES", true}, {"--verbose=on", true},   {"--verbose=false", false},
+        {"--verbose=0", false},  {"--verbose=no", false},  {"--verbose=Off", false},
     };
     struct pf_error err;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -214,8 +213,7 @@ static void test_int_errors(void **state)
     expect_error("invalid value '1.5' for --port: not a number", "--port=1.5", NULL);
     expect_error("invalid value '-' for --port: not a number", "--port=-", NULL);
     expect_error("invalid value '0' for --port: must be between 1 and 65535", "--port=0", NULL);
-    expect_error("invalid value '-5' for --port: must be between 1 and 65535", "--port=-5",
-                 NULL);
+    expect_error("invalid value '-5' for --port: must be between 1 and 65535", "--port=-5", NULL);
     expect_error("invalid value '65536' for --port: must be between 1 and 65535", "--port=65536",
                  NULL);
     expect_error("invalid value '99999999999999999999' for --port: number too large",
@@ -328,13 +326,13 @@ static void test_help(void **state)
         "a program for tests\n"
         "\n"
         "flags:\n"
-        "  --listen VALUE        gRPC address (env PRINTFARM_LISTEN, default: 0.0.0.0:7400)\n"
-        "  --port N              a port (env PRINTFARM_PORT, default: 7400)\n"
-        "  --verbose             say more (env PRINTFARM_VERBOSE, default: false)\n"
-        "  --max-size SIZE       largest upload (env PRINTFARM_MAX_SIZE, default: 64M)\n"
-        "  --timeout DURATION    how long to wait (env PRINTFARM_TIMEOUT, default: 5s)\n"
-        "  --token VALUE         bearer token (env PRINTFARM_TOKEN)\n"
-        "  -h, --help            print this help and exit\n";
+        "  --listen VALUE       gRPC address (env PRINTFARM_LISTEN, default: 0.0.0.0:7400)\n"
+        "  --port N             a port (env PRINTFARM_PORT, default: 7400)\n"
+        "  --verbose            say more (env PRINTFARM_VERBOSE, default: false)\n"
+        "  --max-size SIZE      largest upload (env PRINTFARM_MAX_SIZE, default: 64M)\n"
+        "  --timeout DURATION   how long to wait (env PRINTFARM_TIMEOUT, default: 5s)\n"
+        "  --token VALUE        bearer token (env PRINTFARM_TOKEN)\n"
+        "  -h, --help           print this help and exit\n";
     assert_string_equal(text, want);
     free(text);
 
@@ -422,9 +420,9 @@ static void test_parse_size(void **state)
         assert_int_equal(pf_config_parse_size(good[i].text, &v), PF_OK);
         assert_true(v == good[i].want);
     }
-    static const char *const bad[] = {"",    "K",   "-1",   "+1",   "1.5G", "1X",  "1 K",
-                                      " 1",  "1K ", "1KB",  "1kib", "0x10", "1GG", "G1",
-                                      "1e3", "1Ki", "1iB"};
+    static const char *const bad[] = {"",    "K",  "-1",  "+1",  "1.5G", "1X",
+                                      "1 K", " 1", "1K ", "1KB", "1kib", "0x10",
+                                      "1GG", "G1", "1e3", "1Ki", "1iB"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         uint64_t v = 42;
         if (pf_config_parse_size(bad[i], &v) != PF_E_INVALID)
@@ -449,17 +447,16 @@ static void test_parse_duration(void **state)
         const char *text;
         int64_t want;
     } good[] = {
-        {"250ms", 250},   {"2s", 2000},          {"1m", 60000},
-        {"1h", 3600000},  {"42", 42},            {"0", 0},
-        {"0s", 0},        {"2562047788015h", 2562047788015ll * 3600000},
+        {"250ms", 250}, {"2s", 2000}, {"1m", 60000}, {"1h", 3600000},
+        {"42", 42},     {"0", 0},     {"0s", 0},     {"2562047788015h", 2562047788015ll * 3600000},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         int64_t v = -1;
         assert_int_equal(pf_config_parse_duration_ms(good[i].text, &v), PF_OK);
         assert_true(v == good[i].want);
     }
-    static const char *const bad[] = {"",   "s",  "ms", "1.5s", "-1s", "+1s", "1d", "1 s",
-                                      "1S", "1H", "1sec", "s1", "1ms2", " 1s", "1mss"};
+    static const char *const bad[] = {"",   "s",  "ms",   "1.5s", "-1s",  "+1s", "1d",  "1 s",
+                                      "1S", "1H", "1sec", "s1",   "1ms2", " 1s", "1mss"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t v = 42;
         if (pf_config_parse_duration_ms(bad[i], &v) != PF_E_INVALID)

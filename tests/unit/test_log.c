@@ -87,8 +87,8 @@ static void test_level_parse(void **state)
     assert_int_equal(lvl, PF_LOG_WARN);
     assert_int_equal(pf_log_level_parse("ERROR", &lvl), PF_OK);
     assert_int_equal(lvl, PF_LOG_ERROR);
-    static const char *const bad[] = {"", "verbose", "inf", "info ", " info", "warning",
-                                      "3", "debugx", "err"};
+    static const char *const bad[] = {"",        "verbose", "inf",    "info ", " info",
+                                      "warning", "3",       "debugx", "err"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         lvl = PF_LOG_WARN;
         if (pf_log_level_parse(bad[i], &lvl) != PF_E_INVALID)
@@ -119,10 +119,10 @@ static void test_each_level_name(void **state)
     pf_log_warn("c", NULL);
     pf_log_error("d", NULL);
     char *text = capture_end(&c);
-    assert_matches(text, "^" TS_RE " level=debug component=x event=a\n" TS_RE
-                         " level=info component=x event=b\n" TS_RE
-                         " level=warn component=x event=c\n" TS_RE
-                         " level=error component=x event=d\n$");
+    assert_matches(text,
+                   "^" TS_RE " level=debug component=x event=a\n" TS_RE
+                   " level=info component=x event=b\n" TS_RE
+                   " level=warn component=x event=c\n" TS_RE " level=error component=x event=d\n$");
     free(text);
 }
 
@@ -153,7 +153,8 @@ static void test_no_component_no_text(void **state)
     pf_log_info("started", NULL);
     pf_log_info("empty", "%s", "");
     char *text = capture_end(&c);
-    assert_matches(text, "^" TS_RE " level=info event=started\n" TS_RE " level=info event=empty\n$");
+    assert_matches(text,
+                   "^" TS_RE " level=info event=started\n" TS_RE " level=info event=empty\n$");
     free(text);
 }
 

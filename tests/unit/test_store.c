@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "digest.h"
+#include "log.h"
 #include "store.h"
 
 #define THREADS 8
@@ -346,7 +347,8 @@ static void test_more_bytes_than_declared(void **state)
     assert_int_equal(pf_store_writer_begin(f->store, 5, NULL, &w, &err), PF_OK);
     assert_int_equal(pf_store_writer_write(w, "hel", 3, &err), PF_OK);
     assert_int_equal(pf_store_writer_write(w, "lo!", 3, &err), PF_E_INVALID);
-    assert_string_equal(err.msg, "chunk of 3 bytes at offset 3 passes the declared size of 5 bytes");
+    assert_string_equal(err.msg,
+                        "chunk of 3 bytes at offset 3 passes the declared size of 5 bytes");
     assert_int_not_equal(pf_store_writer_write(w, "lo", 2, &err), PF_OK);
     assert_int_not_equal(pf_store_writer_commit(w, &d, &existed, &err), PF_OK);
     assert_int_equal(count_files(f, "blobs"), 0);
@@ -407,6 +409,37 @@ static void test_zero_length_writes(void **state)
     assert_int_equal(pf_store_writer_commit(w, &d, &existed, &err), PF_OK);
     pf_sha256("ok", 2, &want);
     assert_true(pf_digest_equal(&d, &want));
+}
+
+static void test_put_ignores_chunk_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct pf_store_limits lim = {.max_blob_bytes = 100, .max_chunk_bytes = 16};
+    char *data = pattern(100, 23), *all;
+    struct pf_digest d, want, wrong;
+    struct pf_error err = {0};
+    bool existed = true;
+    size_t len;
+
+    pf_store_close(f->store);
+    open_store(f, &lim);
+    pf_sha256(data, 100, &want);
+    assert_int_equal(pf_store_put(f->store, data, 100, &want, &d, &existed, &err), PF_OK);
+    assert_true(pf_digest_equal(&d, &want));
+    assert_false(existed);
+    assert_int_equal(pf_store_put(f->store, data, 100, NULL, NULL, &existed, &err), PF_OK);
+    assert_true(existed);
+    assert_int_equal(pf_store_read_all(f->store, &d, 100, &all, &len, &err), PF_OK);
+    assert_memory_equal(all, data, 100);
+    free(all);
+    /* The blob limit still holds, and a wrong digest still stores nothing. */
+    assert_int_equal(pf_store_put(f->store, data, 101, NULL, NULL, NULL, &err), PF_E_RESOURCE);
+    pf_sha256("other", 5, &wrong);
+    assert_int_equal(pf_store_put(f->store, data, 99, &wrong, NULL, NULL, &err), PF_E_INVALID);
+    assert_msg_contains(&err, "does not match the declared digest");
+    assert_int_equal(count_files(f, "blobs"), 1);
+    assert_int_equal(count_files(f, "tmp"), 0);
+    free(data);
 }
 
 static void test_same_content_in_turn(void **state)
@@ -814,8 +847,7 @@ static void test_offset_reads(void **state)
     assert_int_equal(total, 1000);
     assert_int_equal(pf_store_reader_read(r, got, sizeof got, &n, &err), PF_E_END);
     pf_store_reader_close(r);
-    assert_int_equal(pf_store_reader_open(f->store, &d, 1001, &r, &total, &err),
-                     PF_E_OUT_OF_RANGE);
+    assert_int_equal(pf_store_reader_open(f->store, &d, 1001, &r, &total, &err), PF_E_OUT_OF_RANGE);
     assert_null(r);
     pf_digest_to_hex(&d, hex);
     snprintf(path_buf, sizeof path_buf, "offset 1001 is past the end of blob '%s' (1000 bytes)",
@@ -881,16 +913,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_roundtrip_many_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expected_digest_matches, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_expected_digest_leaves_nothing, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_expected_digest_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fewer_bytes_than_declared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_more_bytes_than_declared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blob_over_maximum, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunk_over_maximum, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zero_length_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_ignores_chunk_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_content_in_turn, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_same_content_two_writers_interleaved, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_same_content_two_writers_interleaved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_content_concurrently, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
@@ -909,5 +940,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_all_limit, setup, teardown),
     };
 
+    /* The corruption tests log a warning each; keep the output for failures. */
+    pf_log_init(PF_LOG_ERROR, "test_store");
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
