@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +56,17 @@ static const char *const phase_names[PH_COUNT] = {
     "download, verify cache warm",
 };
 
+/* One timed phase: wall time on CLOCK_MONOTONIC and the CPU time (user +
+ * system) the client side (this process, or openssl for its phase) and
+ * pf-files spent in it. With 2 cores, client + server CPU near 2x the wall
+ * time means the phase is CPU-bound. */
+struct measure {
+    double start; /* CLOCK_MONOTONIC seconds, to line up with `perf record -k mono` */
+    double seconds;
+    double client_cpu;
+    double server_cpu;
+};
+
 struct bench_flags {
     uint64_t size;
     int64_t rounds;
@@ -62,6 +74,7 @@ struct bench_flags {
     char *tmp_dir;
     char *sink;
     bool keep;
+    bool verbose;
 };
 
 /* One run: the temp directory and everything in it, the server child and the
@@ -76,7 +89,8 @@ struct bench {
     pid_t server;
     int port;
     struct pf_rpc_channel *ch;
-    double best[PH_COUNT]; /* seconds; 0 = not measured */
+    long clock_ticks;              /* sysconf(_SC_CLK_TCK), for /proc/PID/stat */
+    struct measure best[PH_COUNT]; /* the fastest round of each; seconds 0 = none yet */
 };
 
 static double seconds_now(void)
@@ -96,6 +110,60 @@ static void sleep_ms(long ms)
 static double rate_mib(uint64_t bytes, double seconds)
 {
     return seconds > 0 ? (double)bytes / MIB / seconds : 0;
+}
+
+static double timeval_seconds(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
+static double self_cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return timeval_seconds(&ru.ru_utime) + timeval_seconds(&ru.ru_stime);
+}
+
+/* utime + stime of pid from /proc/PID/stat; 0 when it cannot be read. */
+static double process_cpu_seconds(pid_t pid, long clock_ticks)
+{
+    char path[64], text[1024];
+    unsigned long long utime, stime;
+    const char *p;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    /* The command name, field 2, is in parentheses and may hold spaces:
+     * fields 14 and 15 are counted from the last ')'. */
+    p = strrchr(text, ')');
+    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                            &stime) != 2)
+        return 0;
+    return clock_ticks > 0 ? (double)(utime + stime) / (double)clock_ticks : 0;
+}
+
+static void measure_begin(const struct bench *b, struct measure *m)
+{
+    m->server_cpu = process_cpu_seconds(b->server, b->clock_ticks);
+    m->client_cpu = self_cpu_seconds();
+    m->start = seconds_now();
+}
+
+static void measure_end(const struct bench *b, struct measure *m)
+{
+    m->seconds = seconds_now() - m->start;
+    m->client_cpu = self_cpu_seconds() - m->client_cpu;
+    m->server_cpu = process_cpu_seconds(b->server, b->clock_ticks) - m->server_cpu;
 }
 
 /* ---- the machine ---- */
@@ -413,19 +481,20 @@ static void stop_server(struct bench *b)
     }
 }
 
-/* Runs `openssl dgst -sha256 path`, timing it from spawn to exit, and copies
- * the hex digest it prints into hex. */
-static enum pf_status run_openssl(const char *path, char hex[PF_DIGEST_HEX_LEN + 1],
-                                  double *seconds, struct pf_error *err)
+/* Runs `openssl dgst -sha256 path`, timing it from spawn to exit (m's client
+ * CPU is openssl's own), and copies the hex digest it prints into hex. */
+static enum pf_status run_openssl(const struct bench *b, const char *path,
+                                  char hex[PF_DIGEST_HEX_LEN + 1], struct measure *m,
+                                  struct pf_error *err)
 {
+    struct rusage ru;
     char *argv[] = {"openssl", "dgst", "-sha256", (char *)path, NULL};
     char out[OPENSSL_OUT_MAX + 1], why[64];
     posix_spawn_file_actions_t fa;
     size_t used = 0;
     int fds[2], e, status;
     const char *eq;
-    double start;
-    pid_t pid;
+    pid_t pid, r;
 
     if (pipe2(fds, O_CLOEXEC) != 0)
         return pf_error_set(err, PF_E_IO, "could not create a pipe: %s", strerror(errno));
@@ -435,7 +504,7 @@ static enum pf_status run_openssl(const char *path, char hex[PF_DIGEST_HEX_LEN +
         return pf_error_set(err, PF_E_RESOURCE, "out of memory for spawn actions");
     }
     e = posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    start = seconds_now();
+    measure_begin(b, m);
     if (e == 0)
         e = posix_spawnp(&pid, "openssl", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -455,9 +524,12 @@ static enum pf_status run_openssl(const char *path, char hex[PF_DIGEST_HEX_LEN +
             break;
     }
     close(fds[0]);
-    if (wait_child(pid, &status) < 0)
+    while ((r = wait4(pid, &status, 0, &ru)) < 0 && errno == EINTR)
+        ;
+    if (r < 0)
         return pf_error_set(err, PF_E_IO, "could not wait for 'openssl': %s", strerror(errno));
-    *seconds = seconds_now() - start;
+    measure_end(b, m);
+    m->client_cpu = timeval_seconds(&ru.ru_utime) + timeval_seconds(&ru.ru_stime);
     out[used] = '\0';
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         describe_status(status, why, sizeof why);
@@ -518,7 +590,10 @@ static enum pf_status find_pf_files(struct bench *b, struct pf_error *err)
                                 strerror(errno));
         self[n] = '\0';
         *strrchr(self, '/') = '\0';
-        snprintf(b->pf_files, sizeof b->pf_files, "%s/../services/files/pf-files", self);
+        if ((size_t)snprintf(b->pf_files, sizeof b->pf_files, "%.*s/../services/files/pf-files",
+                             PATH_MAX - 64, self) >= sizeof b->pf_files)
+            return pf_error_set(err, PF_E_INVALID, "path of this binary '%.100s' is too long",
+                                self);
     }
     if (access(b->pf_files, X_OK) != 0)
         return pf_error_set(err, PF_E_NOT_FOUND,
@@ -568,14 +643,15 @@ static enum pf_status connect_channel(struct bench *b, struct pf_error *err)
 }
 
 static enum pf_status time_upload(struct bench *b, const char *want_hex, struct pf_digest *digest,
-                                  double *seconds, struct pf_error *err)
+                                  struct measure *m, struct pf_error *err)
 {
     struct pf_files_upload_result res;
     char hex[PF_DIGEST_HEX_LEN + 1];
-    double start = seconds_now();
-    enum pf_status rc = pf_files_upload_path(b->ch, b->blob_path, NULL, CALL_TIMEOUT_MS, &res, err);
+    enum pf_status rc;
 
-    *seconds = seconds_now() - start;
+    measure_begin(b, m);
+    rc = pf_files_upload_path(b->ch, b->blob_path, NULL, CALL_TIMEOUT_MS, &res, err);
+    measure_end(b, m);
     if (rc != PF_OK)
         return rc;
     pf_digest_to_hex(&res.digest, hex);
@@ -594,20 +670,19 @@ static enum pf_status time_upload(struct bench *b, const char *want_hex, struct 
 }
 
 static enum pf_status time_download(struct bench *b, const struct pf_digest *digest,
-                                    double *seconds, struct pf_error *err)
+                                    struct measure *m, struct pf_error *err)
 {
     const char *sink = b->flags->sink;
     uint64_t received = 0, total = 0;
     enum pf_status rc;
-    double start;
     int fd;
 
     fd = open(sink, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return pf_error_set(err, PF_E_IO, "could not open sink '%s': %s", sink, strerror(errno));
-    start = seconds_now();
+    measure_begin(b, m);
     rc = pf_files_download_fd(b->ch, digest, 0, fd, CALL_TIMEOUT_MS, &received, &total, err);
-    *seconds = seconds_now() - start;
+    measure_end(b, m);
     if (close(fd) != 0 && rc == PF_OK)
         rc = pf_error_set(err, PF_E_IO, "could not close sink '%s': %s", sink, strerror(errno));
     if (rc != PF_OK)
@@ -619,42 +694,44 @@ static enum pf_status time_download(struct bench *b, const struct pf_digest *dig
     return PF_OK;
 }
 
-static void keep_best(struct bench *b, enum phase ph, double seconds)
+static void keep_best(struct bench *b, enum phase ph, const struct measure *m)
 {
-    if (b->best[ph] == 0 || seconds < b->best[ph])
-        b->best[ph] = seconds;
+    if (b->best[ph].seconds == 0 || m->seconds < b->best[ph].seconds)
+        b->best[ph] = *m;
 }
 
 static enum pf_status run_round(struct bench *b, int64_t round, struct pf_error *err)
 {
+    static const char *const short_names[PH_COUNT] = {"openssl", "upload", "download-first",
+                                                      "download-warm"};
     char hex[PF_DIGEST_HEX_LEN + 1];
-    double t[PH_COUNT];
+    struct measure m[PH_COUNT];
     struct pf_digest digest;
     uint64_t size = b->flags->size;
     enum pf_status rc;
 
     rc = tag_test_file(b->blob_path, size, round, err);
     if (rc == PF_OK)
-        rc = run_openssl(b->blob_path, hex, &t[PH_OPENSSL], err);
+        rc = run_openssl(b, b->blob_path, hex, &m[PH_OPENSSL], err);
     if (rc == PF_OK)
-        rc = time_upload(b, hex, &digest, &t[PH_UPLOAD], err);
+        rc = time_upload(b, hex, &digest, &m[PH_UPLOAD], err);
     if (rc == PF_OK)
-        rc = time_download(b, &digest, &t[PH_DOWNLOAD_FIRST], err);
+        rc = time_download(b, &digest, &m[PH_DOWNLOAD_FIRST], err);
     if (rc == PF_OK)
-        rc = time_download(b, &digest, &t[PH_DOWNLOAD_WARM], err);
+        rc = time_download(b, &digest, &m[PH_DOWNLOAD_WARM], err);
     if (rc != PF_OK)
         return rc;
     printf("round %" PRId64 ":", round + 1);
     for (int ph = 0; ph < PH_COUNT; ph++) {
-        keep_best(b, (enum phase)ph, t[ph]);
-        printf("  %s %.0f",
-               ph == PH_OPENSSL          ? "openssl"
-               : ph == PH_UPLOAD         ? "upload"
-               : ph == PH_DOWNLOAD_FIRST ? "download-first"
-                                         : "download-warm",
-               rate_mib(size, t[ph]));
+        keep_best(b, (enum phase)ph, &m[ph]);
+        printf("  %s %.0f", short_names[ph], rate_mib(size, m[ph].seconds));
     }
     printf("  MiB/s\n");
+    if (b->flags->verbose) {
+        for (int ph = 0; ph < PH_COUNT; ph++)
+            printf("  %-15s mono %.6f..%.6f  cpu client %.2f s, pf-files %.2f s\n", short_names[ph],
+                   m[ph].start, m[ph].start + m[ph].seconds, m[ph].client_cpu, m[ph].server_cpu);
+    }
     fflush(stdout);
     return PF_OK;
 }
@@ -662,20 +739,23 @@ static enum pf_status run_round(struct bench *b, int64_t round, struct pf_error 
 static void print_results(const struct bench *b)
 {
     uint64_t size = b->flags->size;
-    double ref = rate_mib(size, b->best[PH_OPENSSL]);
+    double ref = rate_mib(size, b->best[PH_OPENSSL].seconds);
     char load[64];
 
-    printf("\nbest of %" PRId64 " rounds, %.0f MiB blob (MiB/s = 2^20 bytes per second):\n",
+    printf("\nbest of %" PRId64 " rounds, %.0f MiB blob (MiB/s = 2^20 bytes per second;\n"
+           "cpu = user + system seconds in that round; openssl's client cpu is its own):\n",
            b->flags->rounds, (double)size / MIB);
-    printf("  %-30s %10s %9s %9s\n", "", "MiB/s", "seconds", "ratio");
+    printf("  %-30s %8s %8s %6s %11s %13s\n", "", "MiB/s", "seconds", "ratio", "client cpu",
+           "pf-files cpu");
     for (int ph = 0; ph < PH_COUNT; ph++) {
-        double rate = rate_mib(size, b->best[ph]);
-        printf("  %-30s %10.1f %9.3f %9.2f\n", phase_names[ph], rate, b->best[ph],
-               ref > 0 ? rate / ref : 0);
+        const struct measure *m = &b->best[ph];
+        double rate = rate_mib(size, m->seconds);
+        printf("  %-30s %8.1f %8.3f %6.2f %11.2f %13.2f\n", phase_names[ph], rate, m->seconds,
+               ref > 0 ? rate / ref : 0, m->client_cpu, m->server_cpu);
     }
     printf("target >= %.1f of openssl's rate:\n", TARGET_RATIO);
     for (int ph = PH_UPLOAD; ph < PH_COUNT; ph++) {
-        double ratio = ref > 0 ? rate_mib(size, b->best[ph]) / ref : 0;
+        double ratio = ref > 0 ? rate_mib(size, b->best[ph].seconds) / ref : 0;
         printf("  %-30s %s (%.2f)\n", phase_names[ph], ratio >= TARGET_RATIO ? "met" : "NOT met",
                ratio);
     }
@@ -698,6 +778,8 @@ int main(int argc, char **argv)
         {"sink", PF_FLAG_STRING, &f.sink, "/dev/null",
          "file downloads are written to (truncated first; a regular file is left in place)", 0, 0},
         {"keep", PF_FLAG_BOOL, &f.keep, "false", "keep the temp dir (test file, data, log)", 0, 0},
+        {"verbose", PF_FLAG_BOOL, &f.verbose, "false",
+         "print each phase's CLOCK_MONOTONIC window (for perf report --time) and cpu", 0, 0},
     };
     const struct pf_config cfg = {
         .program = PROGRAM,
@@ -706,7 +788,7 @@ int main(int argc, char **argv)
         .flags = flags,
         .flag_count = sizeof(flags) / sizeof(flags[0]),
     };
-    struct bench b = {.flags = &f};
+    struct bench b = {.flags = &f, .clock_ticks = sysconf(_SC_CLK_TCK)};
     struct pf_error err;
     enum pf_status rc;
     int exit_code = 1;

@@ -267,7 +267,7 @@ static void auth_md(struct pf_rpc_channel *c, grpc_metadata *md, size_t *count)
 }
 
 static enum pf_status unary_once(struct pf_rpc_channel *c, const char *method,
-                                 grpc_byte_buffer *req,
+                                 const uint8_t *req_bytes, size_t req_len,
                                  const ProtobufCMessageDescriptor *reply_desc,
                                  ProtobufCMessage **reply, int64_t timeout_ms, char *leader,
                                  size_t leader_size, struct pf_error *err)
@@ -276,6 +276,9 @@ static enum pf_status unary_once(struct pf_rpc_channel *c, const char *method,
     grpc_channel *ch = current(c, target, sizeof(target));
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     grpc_call *call = create_call(ch, cq, method, deadline_after(timeout_ms));
+    /* A fresh buffer per attempt: a sent buffer's slices belong to the core. */
+    grpc_slice req_slice = grpc_slice_from_copied_buffer((const char *)req_bytes, req_len);
+    grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&req_slice, 1);
     grpc_metadata md;
     grpc_metadata_array md_in, trailers;
     grpc_byte_buffer *resp = NULL;
@@ -327,6 +330,8 @@ static enum pf_status unary_once(struct pf_rpc_channel *c, const char *method,
     }
     if (resp != NULL)
         grpc_byte_buffer_destroy(resp);
+    grpc_byte_buffer_destroy(req);
+    grpc_slice_unref(req_slice);
     grpc_slice_unref(details);
     gpr_free((void *)error_string);
     grpc_metadata_array_destroy(&md_in);
@@ -343,8 +348,6 @@ enum pf_status pf_rpc_unary(struct pf_rpc_channel *c, const char *method,
 {
     uint8_t *bytes;
     size_t len;
-    grpc_slice slice;
-    grpc_byte_buffer *bb;
     char leader[PF_RPC_TARGET_MAX];
     enum pf_status rc;
 
@@ -352,11 +355,9 @@ enum pf_status pf_rpc_unary(struct pf_rpc_channel *c, const char *method,
     rc = pf_pb_pack(req, &bytes, &len, err);
     if (rc != PF_OK)
         return rc;
-    slice = grpc_slice_new(bytes, len, free);
-    bb = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
     for (int attempt = 0;; attempt++) {
-        rc = unary_once(c, method, bb, reply_desc, reply, timeout_ms, leader, sizeof(leader), err);
+        rc = unary_once(c, method, bytes, len, reply_desc, reply, timeout_ms, leader,
+                        sizeof(leader), err);
         if (rc != PF_E_UNAVAILABLE || leader[0] == '\0' || c->max_redirects < 0 ||
             attempt >= c->max_redirects)
             break;
@@ -365,7 +366,7 @@ enum pf_status pf_rpc_unary(struct pf_rpc_channel *c, const char *method,
         if (pf_rpc_channel_retarget(c, leader, &rerr) != PF_OK)
             break;
     }
-    grpc_byte_buffer_destroy(bb);
+    free(bytes);
     return rc;
 }
 
