@@ -21,35 +21,34 @@ struct pf_files_upload_result {
 /* Uploads len bytes from data. expected may be NULL. timeout_ms <= 0: none. */
 enum pf_status pf_files_upload_buffer(struct pf_rpc_channel *ch, const void *data, size_t len,
                                       const struct pf_digest *expected, int64_t timeout_ms,
-                                      struct pf_files_upload_result *out, struct pf_error *err)
-    PF_MUST_CHECK;
+                                      struct pf_files_upload_result *out,
+                                      struct pf_error *err) PF_MUST_CHECK;
 
 /* Uploads the whole file at path, declaring its size; when expected is NULL no
  * digest is declared (the server computes it). */
 enum pf_status pf_files_upload_path(struct pf_rpc_channel *ch, const char *path,
                                     const struct pf_digest *expected, int64_t timeout_ms,
-                                    struct pf_files_upload_result *out, struct pf_error *err)
-    PF_MUST_CHECK;
+                                    struct pf_files_upload_result *out,
+                                    struct pf_error *err) PF_MUST_CHECK;
 
 /* Downloads the blob from offset, appending to fd (which must be positioned at
  * offset); *received counts the bytes written. If the stream breaks, what was
  * written stays, so a caller resumes with offset + *received. *total is the
  * blob's size from the first message. */
 enum pf_status pf_files_download_fd(struct pf_rpc_channel *ch, const struct pf_digest *digest,
-                                    uint64_t offset, int fd, int64_t timeout_ms,
-                                    uint64_t *received, uint64_t *total, struct pf_error *err)
-    PF_MUST_CHECK;
+                                    uint64_t offset, int fd, int64_t timeout_ms, uint64_t *received,
+                                    uint64_t *total, struct pf_error *err) PF_MUST_CHECK;
 
 /* Downloads into path (resuming from the bytes path.part already holds), then
  * verifies the SHA-256 of the whole file and renames path.part to path.
  * PF_E_DATA_LOSS (and path.part removed) when the bytes do not match. */
 enum pf_status pf_files_download_path(struct pf_rpc_channel *ch, const struct pf_digest *digest,
-                                      const char *path, int64_t timeout_ms, struct pf_error *err)
-    PF_MUST_CHECK;
+                                      const char *path, int64_t timeout_ms,
+                                      struct pf_error *err) PF_MUST_CHECK;
 
 /* Stat: PF_OK with *size, PF_E_NOT_FOUND when absent. */
 enum pf_status pf_files_stat(struct pf_rpc_channel *ch, const struct pf_digest *digest,
-                             int64_t timeout_ms, uint64_t *size, struct pf_error *err)
-    PF_MUST_CHECK;
+                             int64_t timeout_ms, uint64_t *size,
+                             struct pf_error *err) PF_MUST_CHECK;
 
 #endif
