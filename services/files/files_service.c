@@ -460,7 +460,6 @@ static void put_bundle_work(struct pf_rpc_call *call, const uint8_t *data, size_
     Printfarm__V1__PutBundleResponse resp = PRINTFARM__V1__PUT_BUNDLE_RESPONSE__INIT;
     Printfarm__V1__Digest dmsg;
     char hex[PF_DIGEST_HEX_LEN + 1];
-    struct pf_store_writer *w = NULL;
     struct pf_digest digest;
     struct pf_error err;
     char *manifest = NULL;
@@ -502,13 +501,7 @@ static void put_bundle_work(struct pf_rpc_call *call, const uint8_t *data, size_
             goto out_free_manifest;
         }
     }
-    if (pf_store_writer_begin(svc->store, manifest_len, NULL, &w, &err) != PF_OK)
-        goto out_free_manifest;
-    if (pf_store_writer_write(w, manifest, manifest_len, &err) != PF_OK) {
-        pf_store_writer_abort(w);
-        goto out_free_manifest;
-    }
-    if (pf_store_writer_commit(w, &digest, &existed, &err) != PF_OK)
+    if (pf_store_put(svc->store, manifest, manifest_len, NULL, &digest, &existed, &err) != PF_OK)
         goto out_free_manifest;
     set_digest(&dmsg, hex, &digest);
     resp.digest = &dmsg;
