@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -92,6 +93,37 @@ struct bench {
     long clock_ticks;              /* sysconf(_SC_CLK_TCK), for /proc/PID/stat */
     struct measure best[PH_COUNT]; /* the fastest round of each; seconds 0 = none yet */
 };
+
+/* The only mutable globals, as a signal handler needs: on SIGINT or SIGTERM
+ * the bench stops pf-files, whose going away ends the call in progress with
+ * an error, and the normal clean-up runs. */
+static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t signal_target; /* pf-files' pid, 0 when not running */
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    interrupted = sig;
+    if (signal_target > 0)
+        kill((pid_t)signal_target, SIGTERM);
+    errno = saved;
+}
+
+/* SIGINT and SIGTERM interrupt (see on_signal); SIGPIPE is ignored, so a
+ * closed stdout (`| head`) does not kill the bench before it cleans up. */
+static enum pf_status install_signals(struct pf_error *err)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(&ign.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 ||
+        sigaction(SIGPIPE, &ign, NULL) != 0)
+        return pf_error_set(err, PF_E_INTERNAL, "could not install signal handlers: %s",
+                            strerror(errno));
+    return PF_OK;
+}
 
 static double seconds_now(void)
 {
@@ -280,13 +312,15 @@ static enum pf_status make_test_file(const char *path, uint64_t size, struct pf_
         rc = pf_error_set(err, PF_E_IO, "could not create '%s': %s", path, strerror(errno));
         goto out_free_words;
     }
-    for (uint64_t left = size; left > 0 && rc == PF_OK;) {
+    for (uint64_t left = size; left > 0 && rc == PF_OK && !interrupted;) {
         size_t n = left < FILL_BYTES ? (size_t)left : FILL_BYTES;
         for (size_t i = 0; i < FILL_BYTES / sizeof(*words); i++)
             words[i] = splitmix64(&state);
         rc = write_all(fd, (const uint8_t *)words, n, path, err);
         left -= n;
     }
+    if (interrupted && rc == PF_OK)
+        rc = pf_error_set(err, PF_E_CANCELLED, "interrupted while writing '%s'", path);
     if (close(fd) != 0 && rc == PF_OK)
         rc = pf_error_set(err, PF_E_IO, "could not close '%s': %s", path, strerror(errno));
 out_free_words:
@@ -389,34 +423,42 @@ static void read_log(const char *path, char *buf, size_t size)
 }
 
 /* Starts pf-files with stdout and stderr into log_path and waits for the
- * port it logs. */
+ * port it logs. fork + exec rather than posix_spawn so that the child asks
+ * for SIGTERM when this process dies (PR_SET_PDEATHSIG): a benchmark killed
+ * half-way leaves no server behind. Called before gRPC starts any thread. */
 static enum pf_status start_server(struct bench *b, struct pf_error *err)
 {
     char max_blob[32], text[16384], why[64];
-    posix_spawn_file_actions_t fa;
+    pid_t parent = getpid();
     double deadline;
-    int e, status;
+    int log_fd, status;
 
     snprintf(max_blob, sizeof max_blob, "%" PRIu64, b->flags->size + SERVER_BLOB_SLACK);
     char *argv[] = {b->pf_files,   "--listen",    "127.0.0.1:0", "--admin-listen",
                     "127.0.0.1:0", "--data-dir",  b->data_dir,   "--max-blob-size",
                     max_blob,      "--log-level", "info",        NULL};
-    if (posix_spawn_file_actions_init(&fa) != 0)
-        return pf_error_set(err, PF_E_RESOURCE, "out of memory for spawn actions");
-    e = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (e == 0)
-        e = posix_spawn_file_actions_addopen(&fa, 2, b->log_path, O_WRONLY | O_CREAT | O_TRUNC,
-                                             0600);
-    if (e == 0)
-        e = posix_spawn_file_actions_adddup2(&fa, 2, 1);
-    if (e == 0)
-        e = posix_spawn(&b->server, b->pf_files, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (e != 0) {
-        b->server = 0;
-        return pf_error_set(err, PF_E_IO, "could not start pf-files '%s': %s", b->pf_files,
-                            strerror(e));
+    log_fd = open(b->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        return pf_error_set(err, PF_E_IO, "could not create '%s': %s", b->log_path,
+                            strerror(errno));
+    fflush(NULL);
+    b->server = fork();
+    if (b->server == 0) {
+        int null_fd = open("/dev/null", O_RDONLY);
+        signal(SIGPIPE, SIG_DFL); /* ignored here, but the child starts with defaults */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent || null_fd < 0 ||
+            dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+            _exit(127);
+        execv(b->pf_files, argv);
+        dprintf(2, "%s: could not run '%s': %s\n", PROGRAM, b->pf_files, strerror(errno));
+        _exit(127);
     }
+    close(log_fd);
+    if (b->server < 0) {
+        b->server = 0;
+        return pf_error_set(err, PF_E_IO, "could not fork to start pf-files: %s", strerror(errno));
+    }
+    signal_target = b->server;
     deadline = seconds_now() + SERVER_WAIT_MS / 1000.0;
     for (;;) {
         read_log(b->log_path, text, sizeof text);
@@ -426,12 +468,13 @@ static enum pf_status start_server(struct bench *b, struct pf_error *err)
         pid_t r = waitpid(b->server, &status, WNOHANG);
         if (r == b->server) {
             b->server = 0;
+            signal_target = 0;
             describe_status(status, why, sizeof why);
             print_log_tail(b->log_path);
             return pf_error_set(err, PF_E_UNAVAILABLE,
                                 "pf-files ended (%s) before logging its port", why);
         }
-        if (seconds_now() > deadline) {
+        if (interrupted || seconds_now() > deadline) {
             print_log_tail(b->log_path);
             return pf_error_set(err, PF_E_DEADLINE,
                                 "pf-files logged no 'event=listening ... port=N' within %d ms",
@@ -474,6 +517,7 @@ static void stop_server(struct bench *b)
         sleep_ms(20);
     }
     b->server = 0;
+    signal_target = 0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         describe_status(status, why, sizeof why);
         fprintf(stderr, "%s: pf-files stopped with %s\n", PROGRAM, why);
@@ -491,6 +535,8 @@ static enum pf_status run_openssl(const struct bench *b, const char *path,
     char *argv[] = {"openssl", "dgst", "-sha256", (char *)path, NULL};
     char out[OPENSSL_OUT_MAX + 1], why[64];
     posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t dfl;
     size_t used = 0;
     int fds[2], e, status;
     const char *eq;
@@ -504,9 +550,20 @@ static enum pf_status run_openssl(const struct bench *b, const char *path,
         return pf_error_set(err, PF_E_RESOURCE, "out of memory for spawn actions");
     }
     e = posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    measure_begin(b, m);
+    /* SIGPIPE is ignored here; openssl starts with the default. */
     if (e == 0)
-        e = posix_spawnp(&pid, "openssl", &fa, NULL, argv, environ);
+        e = posix_spawnattr_init(&attr);
+    if (e == 0) {
+        sigemptyset(&dfl);
+        sigaddset(&dfl, SIGPIPE);
+        e = posix_spawnattr_setsigdefault(&attr, &dfl);
+        if (e == 0)
+            e = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+        measure_begin(b, m);
+        if (e == 0)
+            e = posix_spawnp(&pid, "openssl", &fa, &attr, argv, environ);
+        posix_spawnattr_destroy(&attr);
+    }
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     if (e != 0) {
@@ -710,6 +767,8 @@ static enum pf_status run_round(struct bench *b, int64_t round, struct pf_error 
     uint64_t size = b->flags->size;
     enum pf_status rc;
 
+    if (interrupted)
+        return pf_error_set(err, PF_E_CANCELLED, "interrupted by signal %d", (int)interrupted);
     rc = tag_test_file(b->blob_path, size, round, err);
     if (rc == PF_OK)
         rc = run_openssl(b, b->blob_path, hex, &m[PH_OPENSSL], err);
@@ -805,7 +864,8 @@ int main(int argc, char **argv)
         goto out_config;
     }
     pf_log_init(PF_LOG_WARN, PROGRAM);
-    if (find_pf_files(&b, &err) != PF_OK || make_dirs(&b, &err) != PF_OK)
+    if (install_signals(&err) != PF_OK || find_pf_files(&b, &err) != PF_OK ||
+        make_dirs(&b, &err) != PF_OK)
         goto out_fail;
     print_machine(&b);
     start = seconds_now();
@@ -825,7 +885,11 @@ int main(int argc, char **argv)
     exit_code = 0;
     goto out_release;
 out_fail:
-    fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
+    if (interrupted)
+        fprintf(stderr, "%s: interrupted by signal %d (%s); cleaning up\n", PROGRAM,
+                (int)interrupted, err.msg);
+    else
+        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
 out_release:
     bench_release(&b);
 out_config:

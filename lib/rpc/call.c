@@ -580,10 +580,11 @@ int64_t pf_rpc_call_deadline_left_ms(const struct pf_rpc_call *c)
     return (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
 }
 
-enum pf_status pf_rpc_call_send(struct pf_rpc_call *c, const void *data, size_t len)
+/* Queues slice (ownership passes to the call, whatever the result). */
+static enum pf_status enqueue_slice(struct pf_rpc_call *c, grpc_slice slice)
 {
+    size_t len = GRPC_SLICE_LENGTH(slice);
     struct out_msg *m;
-    grpc_slice slice;
     enum pf_status rc = PF_OK;
 
     pthread_mutex_lock(&c->mu);
@@ -600,9 +601,7 @@ enum pf_status pf_rpc_call_send(struct pf_rpc_call *c, const void *data, size_t 
         rc = PF_E_RESOURCE;
         goto out_unlock;
     }
-    slice = grpc_slice_from_copied_buffer(data, len);
     m->bb = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
     m->len = len;
     if (c->q_tail != NULL)
         c->q_tail->next = m;
@@ -613,23 +612,21 @@ enum pf_status pf_rpc_call_send(struct pf_rpc_call *c, const void *data, size_t 
     start_write_locked(c);
 out_unlock:
     pthread_mutex_unlock(&c->mu);
+    grpc_slice_unref(slice);
     return rc;
+}
+
+enum pf_status pf_rpc_call_send(struct pf_rpc_call *c, const void *data, size_t len)
+{
+    return enqueue_slice(c, grpc_slice_from_copied_buffer(data, len));
 }
 
 enum pf_status pf_rpc_call_send_msg(struct pf_rpc_call *c, const ProtobufCMessage *msg)
 {
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t stack[1024];
-    uint8_t *buf = len <= sizeof(stack) ? stack : malloc(len);
-    enum pf_status rc;
-
-    if (buf == NULL)
-        return PF_E_RESOURCE;
-    protobuf_c_message_pack(msg, buf);
-    rc = pf_rpc_call_send(c, buf, len);
-    if (buf != stack)
-        free(buf);
-    return rc;
+    /* Packed straight into the slice gRPC sends: no intermediate copy. */
+    grpc_slice slice = grpc_slice_malloc(protobuf_c_message_get_packed_size(msg));
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+    return enqueue_slice(c, slice);
 }
 
 size_t pf_rpc_call_queued_bytes(struct pf_rpc_call *c)

@@ -457,10 +457,9 @@ enum pf_status pf_rpc_stream_open(struct pf_rpc_channel *ch, const char *method,
     return PF_OK;
 }
 
-enum pf_status pf_rpc_stream_send_raw(struct pf_rpc_stream *s, const void *data, size_t len,
-                                      struct pf_error *err)
+/* Sends slice (ownership passes here) and waits until it is handed over. */
+static enum pf_status send_slice(struct pf_rpc_stream *s, grpc_slice slice, struct pf_error *err)
 {
-    grpc_slice slice = grpc_slice_from_copied_buffer(data, len);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
     grpc_op op;
     bool ok = false;
@@ -477,17 +476,18 @@ enum pf_status pf_rpc_stream_send_raw(struct pf_rpc_stream *s, const void *data,
     return PF_OK;
 }
 
+enum pf_status pf_rpc_stream_send_raw(struct pf_rpc_stream *s, const void *data, size_t len,
+                                      struct pf_error *err)
+{
+    return send_slice(s, grpc_slice_from_copied_buffer(data, len), err);
+}
+
 enum pf_status pf_rpc_stream_send(struct pf_rpc_stream *s, const ProtobufCMessage *msg,
                                   struct pf_error *err)
 {
-    uint8_t *bytes;
-    size_t len;
-    enum pf_status rc = pf_pb_pack(msg, &bytes, &len, err);
-    if (rc != PF_OK)
-        return rc;
-    rc = pf_rpc_stream_send_raw(s, bytes, len, err);
-    free(bytes);
-    return rc;
+    grpc_slice slice = grpc_slice_malloc(protobuf_c_message_get_packed_size(msg));
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+    return send_slice(s, slice, err);
 }
 
 enum pf_status pf_rpc_stream_close_send(struct pf_rpc_stream *s, struct pf_error *err)

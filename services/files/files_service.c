@@ -87,71 +87,115 @@ static void set_digest(Printfarm__V1__Digest *msg, char *hex, const struct pf_di
     msg->sha256 = hex;
 }
 
-/* ---- Upload ---- */
+/* ---- Upload ----
+ * Messages are queued per upload and written by one worker job at a time, in
+ * order. Up to UPLOAD_QUEUE_MAX messages wait while one is being written, so
+ * receiving the next chunk overlaps with hashing and writing this one; past
+ * that, reading pauses until the worker catches up. */
+
+#define UPLOAD_QUEUE_MAX 2
+
+struct upload_item {
+    struct upload_item *next;
+    bool commit; /* the client half-closed: commit after everything before */
+    size_t len;
+    uint8_t data[];
+};
 
 struct upload {
+    pthread_mutex_t mu;
+    struct upload_item *head, *tail;
+    int queued;
+    bool draining;    /* a worker job owns the queue */
+    bool read_paused; /* on_message asked the server to stop reading */
+    /* Used only by the draining worker: */
     struct pf_store_writer *writer;
     bool header_seen;
+    bool failed;
     uint64_t bytes;
     double started;
 };
 
-static void upload_message_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+/* Reads a message that is exactly `chunk` (field 2, length-delimited) without
+ * copying it; false for anything else, which takes the generic decoder. */
+static bool chunk_in_place(const uint8_t *data, size_t len, const uint8_t **chunk,
+                           size_t *chunk_len)
 {
-    struct pf_files_service *svc = pf_rpc_call_ctx(call);
-    struct upload *u = pf_rpc_call_user(call);
-    Printfarm__V1__UploadRequest *req;
-    struct pf_error err;
-
-    if (pf_rpc_call_done(call))
-        return;
-    if (pf_pb_unpack(&printfarm__v1__upload_request__descriptor, data, len,
-                     (ProtobufCMessage **)&req, &err) != PF_OK) {
-        fail(call, "Upload", &err);
-        return;
+    uint64_t n = 0;
+    size_t i = 1;
+    if (len < 2 || data[0] != 0x12)
+        return false;
+    for (int shift = 0; i < len && shift < 64; shift += 7) {
+        uint8_t b = data[i++];
+        n |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            if (n != len - i)
+                return false;
+            *chunk = data + i;
+            *chunk_len = (size_t)n;
+            return true;
+        }
     }
+    return false;
+}
+
+static enum pf_status upload_write(struct pf_files_service *svc, struct upload *u,
+                                   const uint8_t *data, size_t len, struct pf_error *err)
+{
+    Printfarm__V1__UploadRequest *req;
+    const uint8_t *chunk;
+    size_t chunk_len;
+    enum pf_status rc = PF_OK;
+
+    if (chunk_in_place(data, len, &chunk, &chunk_len)) {
+        if (!u->header_seen)
+            return pf_error_set(err, PF_E_INVALID,
+                                "the first upload message must carry a "
+                                "header (size, expected digest)");
+        rc = pf_store_writer_write(u->writer, chunk, chunk_len, err);
+        if (rc == PF_OK) {
+            u->bytes += chunk_len;
+            pf_metric_add(svc->m_bytes_in, NULL, (double)chunk_len);
+        }
+        return rc;
+    }
+    rc = pf_pb_unpack(&printfarm__v1__upload_request__descriptor, data, len,
+                      (ProtobufCMessage **)&req, err);
+    if (rc != PF_OK)
+        return rc;
     if (req->part_case == PRINTFARM__V1__UPLOAD_REQUEST__PART_HEADER) {
         struct pf_digest expected;
         const Printfarm__V1__UploadHeader *h = req->header;
         if (u->header_seen) {
-            pf_error_set(&err, PF_E_INVALID,
-                         "upload header sent twice: only the first message "
-                         "may carry a header");
-            goto out_fail;
+            rc = pf_error_set(err, PF_E_INVALID,
+                              "upload header sent twice: only the first "
+                              "message may carry a header");
+        } else if (h->expected != NULL &&
+                   (rc = parse_digest(h->expected, "header.expected", &expected, err)) != PF_OK) {
+            /* rc and err set */
+        } else {
+            u->header_seen = true;
+            rc = pf_store_writer_begin(svc->store, h->size, h->expected != NULL ? &expected : NULL,
+                                       &u->writer, err);
         }
-        u->header_seen = true;
-        if (h->expected != NULL &&
-            parse_digest(h->expected, "header.expected", &expected, &err) != PF_OK)
-            goto out_fail;
-        if (pf_store_writer_begin(svc->store, h->size, h->expected != NULL ? &expected : NULL,
-                                  &u->writer, &err) != PF_OK)
-            goto out_fail;
     } else if (req->part_case == PRINTFARM__V1__UPLOAD_REQUEST__PART_CHUNK) {
-        if (!u->header_seen) {
-            pf_error_set(&err, PF_E_INVALID,
-                         "the first upload message must carry a header (size, expected digest)");
-            goto out_fail;
-        }
-        if (pf_store_writer_write(u->writer, req->chunk.data, req->chunk.len, &err) != PF_OK)
-            goto out_fail;
-        u->bytes += req->chunk.len;
-        pf_metric_add(svc->m_bytes_in, NULL, (double)req->chunk.len);
+        /* An empty chunk (the in-place reader wants at least one byte). */
+        if (!u->header_seen)
+            rc = pf_error_set(err, PF_E_INVALID,
+                              "the first upload message must carry a "
+                              "header (size, expected digest)");
+        else
+            rc = pf_store_writer_write(u->writer, req->chunk.data, req->chunk.len, err);
     } else {
-        pf_error_set(&err, PF_E_INVALID, "upload message has neither header nor chunk");
-        goto out_fail;
+        rc = pf_error_set(err, PF_E_INVALID, "upload message has neither header nor chunk");
     }
     printfarm__v1__upload_request__free_unpacked(req, NULL);
-    pf_rpc_call_read_next(call);
-    return;
-out_fail:
-    printfarm__v1__upload_request__free_unpacked(req, NULL);
-    fail(call, "Upload", &err);
+    return rc;
 }
 
-static void upload_commit_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
+static void upload_commit(struct pf_rpc_call *call, struct upload *u)
 {
     struct pf_files_service *svc = pf_rpc_call_ctx(call);
-    struct upload *u = pf_rpc_call_user(call);
     Printfarm__V1__UploadResponse resp = PRINTFARM__V1__UPLOAD_RESPONSE__INIT;
     Printfarm__V1__Digest dmsg;
     char hex[PF_DIGEST_HEX_LEN + 1];
@@ -159,8 +203,6 @@ static void upload_commit_work(struct pf_rpc_call *call, const uint8_t *data, si
     struct pf_error err;
     bool existed = false;
 
-    if (pf_rpc_call_done(call))
-        return;
     if (u->writer == NULL) {
         pf_error_set(&err, PF_E_INVALID, "upload ended without a header: send a header first");
         fail(call, "Upload", &err);
@@ -184,6 +226,78 @@ static void upload_commit_work(struct pf_rpc_call *call, const uint8_t *data, si
     pf_rpc_call_reply(call, &resp.base);
 }
 
+/* The worker job: writes queued messages in order until the queue is empty. */
+static void upload_drain(struct pf_rpc_call *call, const uint8_t *unused, size_t unused_len)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    struct upload *u = pf_rpc_call_user(call);
+    struct pf_error err;
+
+    for (;;) {
+        pthread_mutex_lock(&u->mu);
+        struct upload_item *item = u->head;
+        if (item == NULL) {
+            u->draining = false;
+            pthread_mutex_unlock(&u->mu);
+            return;
+        }
+        u->head = item->next;
+        if (u->head == NULL)
+            u->tail = NULL;
+        u->queued--;
+        bool resume = u->read_paused && !u->failed;
+        u->read_paused = false;
+        pthread_mutex_unlock(&u->mu);
+        if (resume)
+            pf_rpc_call_read_next(call); /* receive the next while this one is written */
+
+        if (!u->failed && !pf_rpc_call_done(call)) {
+            if (item->commit) {
+                upload_commit(call, u);
+            } else if (upload_write(svc, u, item->data, item->len, &err) != PF_OK) {
+                u->failed = true;
+                fail(call, "Upload", &err);
+            }
+        }
+        free(item);
+    }
+}
+
+static void upload_enqueue(struct pf_rpc_call *call, const uint8_t *msg, size_t len, bool commit,
+                           bool *more)
+{
+    struct pf_files_service *svc = pf_rpc_call_ctx(call);
+    struct upload *u = pf_rpc_call_user(call);
+    struct upload_item *item = malloc(sizeof(*item) + len);
+    bool start;
+
+    *more = false;
+    if (item == NULL) {
+        pf_rpc_call_finish(call, PF_E_RESOURCE, "out of memory for an upload chunk");
+        return;
+    }
+    item->next = NULL;
+    item->commit = commit;
+    item->len = len;
+    if (len > 0)
+        memcpy(item->data, msg, len);
+    pthread_mutex_lock(&u->mu);
+    if (u->tail != NULL)
+        u->tail->next = item;
+    else
+        u->head = item;
+    u->tail = item;
+    u->queued++;
+    *more = u->queued < UPLOAD_QUEUE_MAX;
+    if (!*more)
+        u->read_paused = true;
+    start = !u->draining;
+    u->draining = true;
+    pthread_mutex_unlock(&u->mu);
+    if (start)
+        pf_rpc_call_defer(call, svc->wq, upload_drain, NULL, 0);
+}
+
 static void upload_start(struct pf_rpc_call *call, const uint8_t *req, size_t len)
 {
     struct upload *u = calloc(1, sizeof(*u));
@@ -191,21 +305,22 @@ static void upload_start(struct pf_rpc_call *call, const uint8_t *req, size_t le
         pf_rpc_call_finish(call, PF_E_RESOURCE, "out of memory");
         return;
     }
+    pthread_mutex_init(&u->mu, NULL);
     u->started = pf_time_mono_seconds();
     pf_rpc_call_set_user(call, u);
 }
 
 static bool upload_message(struct pf_rpc_call *call, const uint8_t *msg, size_t len)
 {
-    struct pf_files_service *svc = pf_rpc_call_ctx(call);
-    pf_rpc_call_defer(call, svc->wq, upload_message_work, msg, len);
-    return false; /* the worker asks for the next message once this one is on disk */
+    bool more;
+    upload_enqueue(call, msg, len, false, &more);
+    return more;
 }
 
 static void upload_half_close(struct pf_rpc_call *call)
 {
-    struct pf_files_service *svc = pf_rpc_call_ctx(call);
-    pf_rpc_call_defer(call, svc->wq, upload_commit_work, NULL, 0);
+    bool more;
+    upload_enqueue(call, NULL, 0, true, &more);
 }
 
 static void upload_free(struct pf_rpc_call *call)
@@ -213,11 +328,17 @@ static void upload_free(struct pf_rpc_call *call)
     struct upload *u = pf_rpc_call_user(call);
     if (u == NULL)
         return;
+    while (u->head != NULL) {
+        struct upload_item *item = u->head;
+        u->head = item->next;
+        free(item);
+    }
     if (u->writer != NULL) {
         /* The client went away or the upload failed: remove the temp file. */
         pf_store_writer_abort(u->writer);
         pf_log_info("upload_abandoned", "bytes=%llu", (unsigned long long)u->bytes);
     }
+    pthread_mutex_destroy(&u->mu);
     free(u);
 }
 

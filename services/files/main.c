@@ -1,5 +1,6 @@
 /* pf-files: wiring only. Parses flags, opens the blob store, starts the
  * worker queue and the gRPC + admin servers, and serves until SIGTERM. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "files_service.h"
@@ -47,6 +48,10 @@ int main(int argc, char **argv)
     struct pf_error err;
     int exit_code = 1;
 
+    /* Upload and download chunks are ~1 MiB buffers allocated per message:
+     * keep them on the heap instead of a fresh mmap (and page faults) each. */
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
     if (pf_service_parse_flags(&cfg, argc, argv, &exit_code) != PF_OK)
         goto out_config;
     exit_code = 1;
