@@ -235,8 +235,13 @@ static void libpq_reason(const char *msg, char *out, size_t out_size)
         if (has_prefix(reason, severities[i]))
             reason += strlen(severities[i]);
     }
-    snprintf(out, out_size, "%s", *reason != '\0' ? reason : "unknown error");
-    size_t len = strlen(out);
+    if (*reason == '\0')
+        reason = "unknown error";
+    size_t len = strlen(reason);
+    if (len >= out_size)
+        len = out_size - 1; /* a cut reason beats none */
+    memmove(out, reason, len);
+    out[len] = '\0';
     while (len > 0 && (out[len - 1] == ' ' || out[len - 1] == '.'))
         out[--len] = '\0';
     if (isupper((unsigned char)out[0]) && islower((unsigned char)out[1]))
