@@ -861,13 +861,23 @@ static void scan_window(struct scan *s, size_t start, size_t end)
     }
 }
 
-static size_t control_bytes(const char *p, size_t n)
+/* Bytes of p[0..n) that text does not have: control characters other than
+ * \t \n \v \f \r, and bytes of invalid UTF-8 sequences. */
+static size_t binary_bytes(const char *p, size_t n)
 {
-    size_t i, count = 0;
+    const unsigned char *u = (const unsigned char *)p;
+    size_t i = 0, k, count = 0;
 
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        count += (c < 0x20 && (c < '\t' || c > '\r')) || c == 0x7f;
+    while (i < n) {
+        if (u[i] < 0x80) {
+            count += (u[i] < 0x20 && (u[i] < '\t' || u[i] > '\r')) || u[i] == 0x7f;
+            i++;
+        } else if ((k = utf8_seq(u + i, n - i)) == 0) {
+            count++;
+            i++;
+        } else {
+            i += k;
+        }
     }
     return count;
 }
@@ -902,6 +912,7 @@ static void resolve_primary(struct scan *s, const struct numlist *prusa, bool ha
             return;
         }
         warn(s, sp, "a list of filament slots");
+        used = first = 0;
     }
     if (have_prusa && prusa->used > 0) {
         out->primary_extruder = prusa->first_used;
@@ -1109,7 +1120,7 @@ enum pf_status pf_gcode_meta_parse(const char *data, size_t len, struct pf_gcode
                                    struct pf_error *err)
 {
     struct scan s;
-    size_t scanned, controls;
+    size_t scanned, binary;
 
     if (!out)
         return pf_error_set(err, PF_E_INVALID, "gcode metadata: no output struct");
@@ -1126,17 +1137,17 @@ enum pf_status pf_gcode_meta_parse(const char *data, size_t len, struct pf_gcode
     if (len <= 2 * (size_t)PF_GCODE_META_WINDOW) {
         scan_window(&s, 0, len);
         scanned = len;
-        controls = control_bytes(data, len);
+        binary = binary_bytes(data, len);
     } else {
         scan_window(&s, 0, PF_GCODE_META_WINDOW);
         scan_window(&s, len - PF_GCODE_META_WINDOW, len);
         scanned = 2 * (size_t)PF_GCODE_META_WINDOW;
-        controls = control_bytes(data, PF_GCODE_META_WINDOW) +
-                   control_bytes(data + len - PF_GCODE_META_WINDOW, PF_GCODE_META_WINDOW);
+        binary = binary_bytes(data, PF_GCODE_META_WINDOW) +
+                 binary_bytes(data + len - PF_GCODE_META_WINDOW, PF_GCODE_META_WINDOW);
     }
     /* "GCDE" opens PrusaSlicer's binary gcode (.bgcode), whose metadata
      * lives in binary blocks this parser does not read. */
-    out->is_probably_binary = controls > scanned / 10 || (len >= 4 && memcmp(data, "GCDE", 4) == 0);
+    out->is_probably_binary = binary > scanned / 10 || (len >= 4 && memcmp(data, "GCDE", 4) == 0);
     resolve(&s);
     return PF_OK;
 }

@@ -94,8 +94,10 @@ struct pf_gcode_meta {
      * UTF-8): each was ignored, never guessed, and counted here. */
     unsigned warnings;
     char warning[PF_GCODE_META_TEXT_MAX]; /* the first one, for a log line */
-    unsigned long_lines;     /* lines over PF_GCODE_META_LINE_MAX skipped in the windows */
-    bool is_probably_binary; /* over 10% control bytes in the windows, or binary gcode */
+    unsigned long_lines; /* lines over PF_GCODE_META_LINE_MAX skipped in the windows */
+    /* Over 10% of the bytes read are control characters (other than \t \n
+     * \v \f \r) or invalid UTF-8, or the file is PrusaSlicer binary gcode. */
+    bool is_probably_binary;
 };
 
 /* Reads the metadata of the gcode file held in data[0..len). data is borrowed
