@@ -164,7 +164,7 @@ out_free_resp:
     return rc;
 }
 
-/* Streams src to the server; err's message is prefixed by the caller. */
+/* Streams src to the server and checks the reply against what was sent. */
 static enum pf_status upload(struct pf_rpc_channel *ch, struct upload_source *src,
                              const struct pf_digest *expected, int64_t timeout_ms,
                              struct pf_files_upload_result *out, struct pf_error *err)
@@ -245,16 +245,12 @@ enum pf_status pf_files_upload_buffer(struct pf_rpc_channel *ch, const void *dat
 {
     static const uint8_t empty[1];
     struct upload_source src = {.data = data != NULL ? data : empty, .fd = -1, .size = len};
-    char prefix[64];
-    enum pf_status rc;
 
     if (data == NULL && len > 0)
         return pf_error_set(err, PF_E_INVALID, "upload of %zu bytes from a NULL buffer", len);
-    rc = upload(ch, &src, expected, timeout_ms, out, err);
-    if (rc == PF_OK)
-        return PF_OK;
-    snprintf(prefix, sizeof(prefix), "upload of %zu bytes", len);
-    return wrap(err, rc, prefix);
+    /* No prefix: the server's errors already name Upload and the target, and
+     * its digest-mismatch message needs the room. */
+    return upload(ch, &src, expected, timeout_ms, out, err);
 }
 
 enum pf_status pf_files_upload_path(struct pf_rpc_channel *ch, const char *path,
@@ -514,17 +510,15 @@ enum pf_status pf_files_stat(struct pf_rpc_channel *ch, const struct pf_digest *
     Printfarm__V1__StatResponse *resp;
     Printfarm__V1__Digest dmsg;
     char hex[PF_DIGEST_HEX_LEN + 1];
-    char prefix[64];
     enum pf_status rc;
 
     digest_msg(&dmsg, hex, digest);
     req.digest = &dmsg;
+    /* The server's errors name Stat, the target and the blob: no prefix. */
     rc = pf_rpc_unary(ch, STAT_METHOD, &req.base, &printfarm__v1__stat_response__descriptor,
                       (ProtobufCMessage **)&resp, timeout_ms, err);
-    if (rc != PF_OK) {
-        snprintf(prefix, sizeof(prefix), "stat of blob %.16s…", hex);
-        return wrap(err, rc, prefix);
-    }
+    if (rc != PF_OK)
+        return rc;
     if (size != NULL)
         *size = resp->size;
     printfarm__v1__stat_response__free_unpacked(resp, NULL);

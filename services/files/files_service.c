@@ -58,6 +58,8 @@ static void fail(struct pf_rpc_call *call, const char *method, const struct pf_e
 {
     struct pf_files_service *svc = pf_rpc_call_ctx(call);
     const char *labels[2] = {method, pf_rpc_code_name(pf_rpc_code_from_status(err->code))};
+    if (pf_rpc_call_done(call))
+        return; /* the client went away: not an error of its request */
     pf_metric_add(svc->m_errors, labels, 1);
     pf_rpc_call_finish_err(call, err);
 }

@@ -56,8 +56,7 @@ enum pf_status pf_files_server_start(struct pf_files_server *fs, const char *con
         return rc;
     rc = pf_proc_wait_port(&fs->proc, "listening", PF_FIX_START_MS, &fs->port, err);
     if (rc == PF_OK)
-        rc = pf_proc_wait_port(&fs->proc, "admin_listening", PF_FIX_START_MS, &fs->admin_port,
-                               err);
+        rc = pf_proc_wait_port(&fs->proc, "admin_listening", PF_FIX_START_MS, &fs->admin_port, err);
     if (rc != PF_OK) {
         pf_proc_kill(&fs->proc);
         return rc;

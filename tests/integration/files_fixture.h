@@ -19,12 +19,15 @@
 #define PF_FIX_STOP_MS  60000 /* from SIGTERM to exit */
 #define PF_FIX_RPC_MS   120000
 
+/* Temp directories are short; other paths built from them get PATH_MAX. */
+#define PF_FIX_DIR_MAX 1024
+
 /* One test's pf-files. Embedded by value; pf_files_server_create, then any
  * number of start/stop cycles on the same data directory, then release. */
 struct pf_files_server {
     char binary[PATH_MAX];
-    char root[PATH_MAX];     /* temp dir of this test, removed by release */
-    char data_dir[PATH_MAX]; /* root/data */
+    char root[PF_FIX_DIR_MAX];         /* temp dir of this test, removed by release */
+    char data_dir[PF_FIX_DIR_MAX + 8]; /* root/data */
     struct pf_proc proc;
     int port;
     int admin_port;
@@ -78,13 +81,16 @@ bool pf_fix_write_file(const char *path, const void *data, size_t len);
             fail_msg("pf-files did not start: %s", start_err_.msg);                                \
     } while (0)
 
-/* Fails the test unless rc == want, printing the error message. */
+/* Fails the test unless rc == want, printing the error message; with
+ * PF_ITEST_VERBOSE set, also prints every expected error's message. */
 #define PF_ASSERT_STATUS(want, rc, err)                                                            \
     do {                                                                                           \
         enum pf_status want_ = (want), got_ = (rc);                                                \
         if (want_ != got_)                                                                         \
             fail_msg("expected %s, got %s: %s", pf_status_name(want_), pf_status_name(got_),       \
                      got_ == PF_OK ? "(no error)" : (err).msg);                                    \
+        if (got_ != PF_OK && getenv("PF_ITEST_VERBOSE") != NULL)                                   \
+            print_message("  as expected, %s: %s\n", pf_status_name(got_), (err).msg);             \
     } while (0)
 
 /* SIGTERM the server and assert it exits with status 0. */
@@ -96,8 +102,9 @@ bool pf_fix_write_file(const char *path, const void *data, size_t len);
         if (pf_files_server_stop((fs), &stop_status_, &stop_err_) != PF_OK)                        \
             fail_msg("stopping pf-files: %s", stop_err_.msg);                                      \
         if (!WIFEXITED(stop_status_) || WEXITSTATUS(stop_status_) != 0)                            \
-            fail_msg("pf-files ended with %s after SIGTERM",                                       \
-                     pf_proc_describe(stop_status_, how_, sizeof(how_)));                          \
+            fail_msg("pf-files ended with %s after SIGTERM; log ends:\n%s",                        \
+                     pf_proc_describe(stop_status_, how_, sizeof(how_)),                           \
+                     pf_proc_log_tail(&(fs)->proc, 3000));                                         \
     } while (0)
 
 #endif

@@ -4,6 +4,7 @@
  * look. The HTTP client speaks just enough HTTP/1.0 for /metrics and
  * /healthz: one request, the server closes the connection after the body. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -23,10 +24,10 @@
 #include <arpa/inet.h>
 #include "proc.h"
 
-#define POLL_MS        20
-#define LOG_READ_MAX   (16 * 1024 * 1024)
-#define HTTP_BODY_MAX  (4 * 1024 * 1024)
-#define MAX_GROUPS     9
+#define POLL_MS       20
+#define LOG_READ_MAX  (16 * 1024 * 1024)
+#define HTTP_BODY_MAX (4 * 1024 * 1024)
+#define MAX_GROUPS    9
 
 extern char **environ;
 
@@ -75,11 +76,14 @@ enum pf_status pf_proc_spawn(struct pf_proc *p, const char *const argv[], const 
     snprintf(p->log_path, sizeof(p->log_path), "%s", log_path);
     if (posix_spawn_file_actions_init(&fa) != 0)
         return pf_error_set(err, PF_E_RESOURCE, "out of memory");
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (rc == 0)
+        rc = posix_spawn_file_actions_addopen(&fa, 1, log_path,
+                                              O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+    if (rc == 0)
+        rc = posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    if (rc == 0)
+        rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0)
         return pf_error_set(err, PF_E_IO, "could not start '%s': %s", argv[0], strerror(rc));
@@ -101,33 +105,43 @@ static bool reap(struct pf_proc *p, bool block)
     } while (r < 0 && errno == EINTR);
     if (r == 0)
         return false;
-    if (r < 0) {
-        /* Not our child any more (reaped elsewhere): treat as gone. */
-        status = 0x7f00;
-    }
+    if (r < 0)
+        status = 255 << 8; /* reaped elsewhere: reads as "exit status 255" */
     p->wait_status = status;
     p->reaped = true;
     p->pid = 0;
     return true;
 }
 
-/* Reads the whole log into a new NUL-terminated buffer (NULL on failure). */
+/* Reads the log (its first LOG_READ_MAX bytes) into a new NUL-terminated
+ * buffer; NULL on failure. */
 static char *read_log(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    size_t cap, n = 0;
     char *buf;
-    size_t n;
 
     *len = 0;
-    if (f == NULL)
+    if (fd < 0)
         return NULL;
-    buf = malloc(LOG_READ_MAX + 1);
-    if (buf == NULL) {
-        fclose(f);
+    if (fstat(fd, &st) != 0) {
+        close(fd);
         return NULL;
     }
-    n = fread(buf, 1, LOG_READ_MAX, f);
-    fclose(f);
+    cap = st.st_size < LOG_READ_MAX ? (size_t)st.st_size : LOG_READ_MAX;
+    buf = malloc(cap + 1);
+    while (buf != NULL && n < cap) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (buf == NULL)
+        return NULL;
     buf[n] = '\0';
     *len = n;
     return buf;
@@ -259,8 +273,8 @@ enum pf_status pf_proc_signal(struct pf_proc *p, int sig, struct pf_error *err)
     if (p->reaped)
         return pf_error_set(err, PF_E_PRECONDITION, "%s is not running", p->name);
     if (kill(p->pid, sig) != 0)
-        return pf_error_set(err, PF_E_IO, "could not signal %s (pid %d): %s", p->name,
-                            (int)p->pid, strerror(errno));
+        return pf_error_set(err, PF_E_IO, "could not signal %s (pid %d): %s", p->name, (int)p->pid,
+                            strerror(errno));
     return PF_OK;
 }
 
@@ -271,8 +285,8 @@ enum pf_status pf_proc_wait(struct pf_proc *p, int64_t timeout_ms, int *wait_sta
 
     while (!reap(p, false)) {
         if (now_ms() >= deadline)
-            return pf_error_set(err, PF_E_DEADLINE, "%s (pid %d) still runs after %lld ms",
-                                p->name, (int)p->pid, (long long)timeout_ms);
+            return pf_error_set(err, PF_E_DEADLINE, "%s (pid %d) still runs after %lld ms", p->name,
+                                (int)p->pid, (long long)timeout_ms);
         pf_proc_sleep_ms(POLL_MS);
     }
     if (wait_status != NULL)
@@ -341,8 +355,7 @@ enum pf_status pf_proc_run(const char *const argv[], const char *log_path, int64
 
 /* ---- temporary trees ---- */
 
-enum pf_status pf_proc_mkdtemp(const char *prefix, char *out, size_t out_size,
-                               struct pf_error *err)
+enum pf_status pf_proc_mkdtemp(const char *prefix, char *out, size_t out_size, struct pf_error *err)
 {
     const char *tmp = getenv("TMPDIR");
 
@@ -371,37 +384,48 @@ void pf_proc_rmtree(const char *dir)
         nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* nftw has no user pointer: the walk's totals live here for one walk at a
- * time (the tests call these from one thread). */
-static long walk_files;
-static long long walk_bytes;
-
-static int count_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+/* Adds up the regular files below dir; -1 when a directory cannot be read. */
+static int walk(const char *dir, long *files, long long *bytes)
 {
-    (void)path;
-    (void)ftw;
-    if (type == FTW_F && S_ISREG(st->st_mode)) {
-        walk_files++;
-        walk_bytes += st->st_size;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int rc = 0;
+
+    if (d == NULL)
+        return -1;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        char path[PATH_MAX];
+        struct stat st;
+
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path))
+            continue;
+        if (lstat(path, &st) != 0)
+            continue; /* removed while we looked: not there */
+        if (S_ISDIR(st.st_mode)) {
+            rc = walk(path, files, bytes);
+        } else if (S_ISREG(st.st_mode)) {
+            (*files)++;
+            *bytes += st.st_size;
+        }
     }
-    return 0;
-}
-
-static int walk(const char *dir)
-{
-    walk_files = 0;
-    walk_bytes = 0;
-    return nftw(dir, count_entry, 16, FTW_PHYS);
+    closedir(d);
+    return rc;
 }
 
 long pf_proc_count_files(const char *dir)
 {
-    return walk(dir) == 0 ? walk_files : -1;
+    long files = 0;
+    long long bytes = 0;
+    return walk(dir, &files, &bytes) == 0 ? files : -1;
 }
 
 long long pf_proc_tree_bytes(const char *dir)
 {
-    return walk(dir) == 0 ? walk_bytes : -1;
+    long files = 0;
+    long long bytes = 0;
+    return walk(dir, &files, &bytes) == 0 ? bytes : -1;
 }
 
 /* ---- HTTP/1.0 GET ---- */
