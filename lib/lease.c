@@ -47,8 +47,7 @@ enum pf_status pf_lease_state_init(struct pf_lease_state *s, int64_t ttl_ms, int
         return pf_error_set(err, PF_E_INVALID, "no lease state");
     if (ttl_ms < PF_LEASE_TTL_MIN_MS || ttl_ms > PF_LEASE_TTL_MAX_MS)
         return pf_error_set(err, PF_E_INVALID, "lease TTL %lld ms is not in %d..%lld ms",
-                            (long long)ttl_ms, PF_LEASE_TTL_MIN_MS,
-                            (long long)PF_LEASE_TTL_MAX_MS);
+                            (long long)ttl_ms, PF_LEASE_TTL_MIN_MS, (long long)PF_LEASE_TTL_MAX_MS);
     if (margin_ms < 0 || margin_ms > ttl_ms / 2)
         return pf_error_set(err, PF_E_INVALID,
                             "lease safety margin %lld ms is not in 0..%lld ms (half the TTL)",
@@ -126,11 +125,10 @@ int64_t pf_lease_state_next_attempt_at(const struct pf_lease_state *s, int64_t n
 /* ---- Redis part ---- */
 
 /* KEYS[1] lease key, ARGV[1] our id, ARGV[2] TTL in ms: 1 when extended. */
-static const char extend_script[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "end\n"
-    "return 0\n";
+static const char extend_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                    "end\n"
+                                    "return 0\n";
 
 /* KEYS[1] lease key, ARGV[1] our id: 1 when deleted. */
 static const char release_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"

@@ -35,11 +35,11 @@ struct pf_lease_state {
     bool held;                    /* our last acquire/renew succeeded and nothing said otherwise */
     int64_t acquired_at;          /* when the request that won the lease was sent */
     int64_t renewed_at;           /* when the last successful acquire/renew was sent */
-    int64_t expires_at;           /* renewed_at + ttl: Redis keeps the key at least until about then */
+    int64_t expires_at;           /* renewed_at + ttl: Redis keeps the key until about then */
     int64_t last_attempt_at;      /* when the last acquire/renew was sent, whatever came of it */
     bool attempted;               /* false until the first attempt */
-    int64_t ttl_ms;
-    int64_t margin_ms; /* we stop acting as holder this long before expires_at */
+    int64_t ttl_ms;               /* the TTL set in Redis */
+    int64_t margin_ms;            /* we stop acting as holder this long before expires_at */
 };
 
 /* The rule itself: a lease last renewed (request sent) at renewed_at may be

@@ -30,19 +30,20 @@
 #define REASON_MAX               200
 
 struct pf_pg_conn {
-    PGconn *pg;                /* NULL until the first connect or after a loss */
-    char *url;                 /* owned copy: the only place the password lives */
-    char target[TARGET_MAX];   /* "HOST:PORT" for messages */
-    char timeout_s[16];        /* libpq's connect_timeout, whole seconds */
-    bool in_tx;                /* a transaction was open at the last known state */
-    bool lost;                 /* the connection was lost; log the reconnect */
-    char sqlstate[6];          /* of the last failed statement, "" after success */
-    struct pf_pg_pool *pool;   /* the pool that owns this connection, if any */
+    PGconn *pg;              /* NULL until the first connect or after a loss */
+    char *url;               /* owned copy: the only place the password lives */
+    char target[TARGET_MAX]; /* "HOST:PORT" for messages */
+    char timeout_s[16];      /* libpq's connect_timeout, whole seconds */
+    bool in_tx;              /* a transaction was open at the last known state */
+    bool lost;               /* the connection was lost; log the reconnect */
+    bool doomed;             /* the server said goodbye (FATAL) on this connection */
+    char sqlstate[6];        /* of the last failed statement, "" after success */
+    struct pf_pg_pool *pool; /* the pool that owns this connection, if any */
 };
 
 struct pf_pg_pool {
     pthread_mutex_t lock;
-    pthread_cond_t conn_free; /* signalled on checkin; CLOCK_MONOTONIC */
+    pthread_cond_t conn_free;  /* signalled on checkin; CLOCK_MONOTONIC */
     struct pf_pg_conn **conns; /* all of them, for destroy */
     struct pf_pg_conn **idle;  /* a stack: the warmest connection first */
     int size;
@@ -189,9 +190,9 @@ enum pf_status pf_pg_status_from_sqlstate(const char *sqlstate)
         const char *state;
         enum pf_status code;
     } exact[] = {
-        {"23505", PF_E_EXISTS},      {"23P01", PF_E_EXISTS},      {"23514", PF_E_INVALID},
+        {"23505", PF_E_EXISTS},      {"23P01", PF_E_EXISTS},       {"23514", PF_E_INVALID},
         {"23502", PF_E_INVALID},     {"23503", PF_E_PRECONDITION}, {"40001", PF_E_ABORTED},
-        {"40P01", PF_E_ABORTED},     {"57014", PF_E_DEADLINE},    {"57P01", PF_E_UNAVAILABLE},
+        {"40P01", PF_E_ABORTED},     {"57014", PF_E_DEADLINE},     {"57P01", PF_E_UNAVAILABLE},
         {"57P02", PF_E_UNAVAILABLE}, {"57P03", PF_E_UNAVAILABLE},
     };
     for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
@@ -252,11 +253,15 @@ static void libpq_reason(const char *msg, char *out, size_t out_size)
 
 static void notice_receiver(void *arg, const PGresult *res)
 {
-    const struct pf_pg_conn *conn = arg;
+    struct pf_pg_conn *conn = arg;
     const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     if (severity == NULL)
         severity = "NOTICE";
+    /* A FATAL outside a query is the server's goodbye (shutdown,
+     * pg_terminate_backend): the connection is finished even before EOF. */
+    if (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0)
+        conn->doomed = true;
     bool loud = strcmp(severity, "NOTICE") != 0 && strcmp(severity, "INFO") != 0 &&
                 strcmp(severity, "DEBUG") != 0 && strcmp(severity, "LOG") != 0;
     char quoted[300];
@@ -330,6 +335,7 @@ static void drop_pg(struct pf_pg_conn *conn)
 {
     PQfinish(conn->pg);
     conn->pg = NULL;
+    conn->doomed = false;
 }
 
 /* Notices a connection the server closed while it sat idle: the server's
@@ -337,14 +343,17 @@ static void drop_pg(struct pf_pg_conn *conn)
  * status to CONNECTION_BAD. Costs one poll(2) when nothing is waiting. */
 static void probe_idle_socket(struct pf_pg_conn *conn)
 {
-    struct pollfd pfd = {.fd = PQsocket(conn->pg), .events = POLLIN};
-    if (pfd.fd < 0 || poll(&pfd, 1, 0) <= 0)
-        return;
-    if (PQconsumeInput(conn->pg) == 0 || PQstatus(conn->pg) != CONNECTION_OK)
-        return; /* now CONNECTION_BAD: the caller reconnects */
-    PGnotify *n;
-    while ((n = PQnotifies(conn->pg)) != NULL)
-        PQfreemem(n);
+    /* The goodbye and the EOF may take one read each; a few rounds at most. */
+    for (int round = 0; round < 4 && !conn->doomed; round++) {
+        struct pollfd pfd = {.fd = PQsocket(conn->pg), .events = POLLIN};
+        if (pfd.fd < 0 || poll(&pfd, 1, 0) <= 0)
+            return;
+        if (PQconsumeInput(conn->pg) == 0 || PQstatus(conn->pg) != CONNECTION_OK)
+            return; /* now CONNECTION_BAD: the caller reconnects */
+        PGnotify *n;
+        while ((n = PQnotifies(conn->pg)) != NULL)
+            PQfreemem(n);
+    }
 }
 
 /* True when conn has a connection the server has not closed. */
@@ -352,7 +361,7 @@ static bool connection_alive(struct pf_pg_conn *conn)
 {
     if (conn->pg != NULL && PQstatus(conn->pg) == CONNECTION_OK)
         probe_idle_socket(conn);
-    return conn->pg != NULL && PQstatus(conn->pg) == CONNECTION_OK;
+    return conn->pg != NULL && PQstatus(conn->pg) == CONNECTION_OK && !conn->doomed;
 }
 
 /* Forgets a connection the server closed, logging it once. */
@@ -407,6 +416,7 @@ enum pf_status pf_pg_conn_create(const char *url, int connect_timeout_ms, struct
 {
     if (out == NULL)
         return pf_error_set(err, PF_E_INVALID, "no place for the connection");
+    *out = NULL;
     struct pf_pg_conn *conn;
     enum pf_status st = conn_alloc(url, connect_timeout_ms, &conn, err);
     if (st != PF_OK)
@@ -474,8 +484,7 @@ static enum pf_status finish_result(struct pf_pg_conn *conn, PGresult *res, PGre
         st = pf_error_set(err, PF_E_INVALID, "empty SQL statement");
     } else if (rs != PGRES_FATAL_ERROR && rs != PGRES_NONFATAL_ERROR) {
         conn->sqlstate[0] = '\0';
-        st = pf_error_set(err, PF_E_INTERNAL, "unexpected PostgreSQL result %s",
-                          PQresStatus(rs));
+        st = pf_error_set(err, PF_E_INTERNAL, "unexpected PostgreSQL result %s", PQresStatus(rs));
     } else {
         const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         const char *primary = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -484,7 +493,8 @@ static enum pf_status finish_result(struct pf_pg_conn *conn, PGresult *res, PGre
             snprintf(reason, sizeof reason, "%s", primary);
         else
             libpq_reason(PQerrorMessage(conn->pg), reason, sizeof reason);
-        snprintf(conn->sqlstate, sizeof conn->sqlstate, "%s", sqlstate_valid(state) ? state : "XX000");
+        snprintf(conn->sqlstate, sizeof conn->sqlstate, "%s",
+                 sqlstate_valid(state) ? state : "XX000");
         st = pf_error_set(err, pf_pg_status_from_sqlstate(conn->sqlstate), "%s (sqlstate %s)",
                           reason, conn->sqlstate);
         PGTransactionStatusType ts = PQtransactionStatus(conn->pg);
@@ -560,8 +570,8 @@ enum pf_status pf_pg_int64(const PGresult *res, int row, int col, int64_t *out,
                            struct pf_error *err)
 {
     if (!in_result(res, row, col))
-        return pf_error_set(err, PF_E_INTERNAL, "no value at row %d, column %d of the result",
-                            row, col);
+        return pf_error_set(err, PF_E_INTERNAL, "no value at row %d, column %d of the result", row,
+                            col);
     const char *name = PQfname(res, col);
     if (PQgetisnull(res, row, col))
         return pf_error_set(err, PF_E_INTERNAL, "column '%s' is NULL, expected an integer", name);
@@ -639,8 +649,7 @@ void pf_pg_rollback(struct pf_pg_conn *conn)
 {
     if (conn == NULL)
         return;
-    if (conn->pg != NULL && PQstatus(conn->pg) == CONNECTION_OK &&
-        PQtransactionStatus(conn->pg) != PQTRANS_IDLE) {
+    if (connection_alive(conn) && PQtransactionStatus(conn->pg) != PQTRANS_IDLE) {
         PGresult *res = PQexec(conn->pg, "ROLLBACK");
         PQclear(res);
     }

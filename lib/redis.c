@@ -44,13 +44,16 @@ static bool has_prefix(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* The length of "SCHEME://" at the start of url (any scheme, so that even a
+ * wrong one is redacted), 0 when there is none. */
 static size_t scheme_length(const char *url)
 {
-    if (has_prefix(url, "redis://"))
-        return strlen("redis://");
-    if (has_prefix(url, "rediss://"))
-        return strlen("rediss://");
-    return 0;
+    size_t n = 0;
+    while (isalnum((unsigned char)url[n]) || url[n] == '+' || url[n] == '-' || url[n] == '.')
+        n++;
+    if (n == 0 || strncmp(url + n, "://", 3) != 0)
+        return 0;
+    return n + 3;
 }
 
 void pf_redis_redact_url(const char *url, char *out, size_t out_size)
@@ -169,8 +172,7 @@ enum pf_status pf_redis_url_parse(const char *url, struct pf_redis_url *out, str
             return pf_error_set(err, PF_E_INVALID,
                                 "invalid redis URL '%s': bad or too long user or password", shown);
         if (u.password[0] == '\0')
-            return pf_error_set(err, PF_E_INVALID, "invalid redis URL '%s': empty password",
-                                shown);
+            return pf_error_set(err, PF_E_INVALID, "invalid redis URL '%s': empty password", shown);
         hostport = at + 1;
     }
     size_t hostport_len = (size_t)(path - hostport);
@@ -231,12 +233,12 @@ enum pf_status pf_redis_status_from_error(const char *error_text)
         const char *code;
         enum pf_status status;
     } codes[] = {
-        {"NOSCRIPT", PF_E_NOT_FOUND},       {"LOADING", PF_E_UNAVAILABLE},
-        {"BUSY", PF_E_UNAVAILABLE},         {"MASTERDOWN", PF_E_UNAVAILABLE},
-        {"READONLY", PF_E_UNAVAILABLE},     {"TRYAGAIN", PF_E_UNAVAILABLE},
-        {"CLUSTERDOWN", PF_E_UNAVAILABLE},  {"WRONGTYPE", PF_E_PRECONDITION},
-        {"NOAUTH", PF_E_UNAUTHENTICATED},   {"WRONGPASS", PF_E_UNAUTHENTICATED},
-        {"NOPERM", PF_E_PERMISSION},        {"OOM", PF_E_RESOURCE},
+        {"NOSCRIPT", PF_E_NOT_FOUND},      {"LOADING", PF_E_UNAVAILABLE},
+        {"BUSY", PF_E_UNAVAILABLE},        {"MASTERDOWN", PF_E_UNAVAILABLE},
+        {"READONLY", PF_E_UNAVAILABLE},    {"TRYAGAIN", PF_E_UNAVAILABLE},
+        {"CLUSTERDOWN", PF_E_UNAVAILABLE}, {"WRONGTYPE", PF_E_PRECONDITION},
+        {"NOAUTH", PF_E_UNAUTHENTICATED},  {"WRONGPASS", PF_E_UNAUTHENTICATED},
+        {"NOPERM", PF_E_PERMISSION},       {"OOM", PF_E_RESOURCE},
     };
     size_t word = strcspn(error_text, " ");
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
@@ -594,8 +596,7 @@ static void name_of(const char *const *argv, const size_t *argvlen, char *out, s
 }
 
 enum pf_status pf_redis_command_integer(struct pf_redis *r, int argc, const char *const *argv,
-                                        const size_t *argvlen, long long *out,
-                                        struct pf_error *err)
+                                        const size_t *argvlen, long long *out, struct pf_error *err)
 {
     redisReply *reply;
     enum pf_status st = pf_redis_command(r, argc, argv, argvlen, &reply, err);
