@@ -35,26 +35,29 @@
 /* Hotends reported (T0..T7). */
 #define PF_MARLIN_TOOLS_MAX 8
 
+/* The engine: an opaque heap handle (pf_marlin_create / pf_marlin_destroy). */
+struct pf_marlin;
+
 enum pf_marlin_state {
     PF_MARLIN_IDLE,       /* no print; injected commands still flow */
     PF_MARLIN_PRINTING,   /* streaming the file */
     PF_MARLIN_PAUSED,     /* file lines held back; injected commands flow */
     PF_MARLIN_CANCELLING, /* file dropped; the cancel sequence is being sent */
     PF_MARLIN_CANCELLED,  /* the cancel sequence was acknowledged */
-    PF_MARLIN_DONE,       /* every line of the file was acknowledged */
+    PF_MARLIN_DONE,       /* the firmware took the whole file (see next_output) */
     PF_MARLIN_ERROR,      /* fatal: see pf_marlin_error; pf_marlin_reset to go on */
 };
 
 /* Settings; pf_marlin_config_init fills the defaults given in brackets. */
 struct pf_marlin_config {
-    unsigned window;            /* lines in flight, 1..PF_MARLIN_WINDOW_MAX [1] */
-    unsigned history;           /* sent lines kept for Resend [64] */
-    int64_t reply_timeout_ms;   /* silence while waiting before a probe [30000] */
-    unsigned probe_attempts;    /* probes before "stopped answering" [3] */
-    unsigned max_resends;       /* rejections of one line in a row before failing [10] */
-    unsigned max_garbage_run;   /* unreadable lines in a row before failing [100] */
-    const char *probe_command;  /* sent unnumbered on a timeout ["M105"] */
-    const char *cancel_gcode;   /* '\n'-separated, sent on cancel ["M104 S0\nM140 S0\nM107\nM84"] */
+    unsigned window;           /* lines in flight, 1..PF_MARLIN_WINDOW_MAX [1] */
+    unsigned history;          /* sent lines kept for Resend [64] */
+    int64_t reply_timeout_ms;  /* silence while waiting before a probe [30000] */
+    unsigned probe_attempts;   /* probes before "stopped answering" [3] */
+    unsigned max_resends;      /* rejections of one line in a row before failing [10] */
+    unsigned max_garbage_run;  /* unreadable lines in a row before failing [100] */
+    const char *probe_command; /* sent unnumbered on a timeout ["M105"] */
+    const char *cancel_gcode;  /* '\n'-separated, sent on cancel ["M104 S0\nM140 S0\nM107\nM84"] */
 };
 
 /* Pulls the next raw line of a gcode file for the engine. Sets *line (without
@@ -122,9 +125,11 @@ enum pf_marlin_error_kind {
  * prefix for ECHO, ERROR, FATAL, BUSY and OTHER. */
 struct pf_marlin_reply {
     enum pf_marlin_reply_kind kind;
-    bool truncated;       /* the line was longer than PF_MARLIN_REPLY_MAX */
-    uint32_t resend_line; /* RESEND */
+    bool truncated;                       /* the line was longer than PF_MARLIN_REPLY_MAX */
+    uint32_t resend_line;                 /* RESEND */
     enum pf_marlin_error_kind error_kind; /* ERROR */
+    bool has_last_line;                   /* ERROR ended with "Last Line: N" (Marlin) */
+    uint32_t last_line;
     const char *text;
     size_t text_len;
     bool has_temps; /* temps holds at least one valid reading */
@@ -134,14 +139,15 @@ struct pf_marlin_reply {
 struct pf_marlin_progress {
     uint64_t bytes_total; /* as given to pf_marlin_start (0 = unknown) */
     uint64_t bytes_sent;  /* file bytes up to the last file line handed out */
-    uint64_t bytes_acked; /* file bytes up to the last line the firmware accepted; never decreases */
+    uint64_t bytes_acked; /* file bytes up to the last line the firmware took */
     uint64_t lines_sent;  /* file commands handed out (each counted once) */
-    uint64_t lines_acked; /* file commands accepted by the firmware */
+    uint64_t lines_acked; /* file commands the firmware took */
     uint32_t file_line;   /* 1-based line of the file last read */
     unsigned in_flight;   /* numbered lines awaiting their ok */
 };
 
-/* Counters since pf_marlin_create; they only grow. */
+/* Counters since pf_marlin_create; they only grow. Progress never moves
+ * backwards either, whatever the printer sends. */
 struct pf_marlin_stats {
     uint64_t lines_written;      /* numbered lines handed out, resends included */
     uint64_t lines_resent;       /* of which replays after a Resend or a timeout */
@@ -151,7 +157,7 @@ struct pf_marlin_stats {
     uint64_t line_number_errors; /* line-number complaints from the firmware */
     uint64_t firmware_errors;    /* other non-fatal "Error:" lines */
     uint64_t oks;
-    uint64_t unexpected_oks; /* an ok with nothing in flight */
+    uint64_t unexpected_oks; /* strays: nothing in flight, or the wrong shape */
     uint64_t busy;
     uint64_t echo_lines;
     uint64_t temp_reports; /* replies that carried temperatures */
@@ -159,8 +165,8 @@ struct pf_marlin_stats {
     uint64_t long_lines; /* of which longer than PF_MARLIN_REPLY_MAX */
     uint64_t other_lines;
     uint64_t empty_lines;
-    uint64_t timeouts;          /* silences that led to a probe or the error */
-    uint64_t probes;            /* probe commands handed out */
+    uint64_t timeouts;           /* silences that led to a probe or the error */
+    uint64_t probes;             /* probe commands handed out */
     uint64_t skipped_file_lines; /* blank, comment-only and M110 lines of the file */
 };
 
@@ -178,7 +184,11 @@ enum pf_status pf_marlin_create(const struct pf_marlin_config *cfg, struct pf_ma
 void pf_marlin_destroy(struct pf_marlin *m);
 
 /* Starts streaming a file: line numbers are reset with `M110 N0` once nothing
- * is in flight, then file lines go out as the window allows. src is copied;
+ * is in flight, then file lines go out as the window allows (M110 lines of
+ * the file are skipped: the engine owns the numbering). A "start" from the
+ * firmware (a reboot) fails the print once a file line has gone out; before
+ * that it only restarts the numbering, as boards that reset when their port
+ * opens do. src is copied;
  * its ctx is borrowed until the print ends (DONE, CANCELLED, ERROR, reset).
  * total_bytes is the file size for progress (0 if unknown). PF_E_PRECONDITION
  * while a print runs or in the error state. */
@@ -207,8 +217,11 @@ enum pf_status pf_marlin_inject(struct pf_marlin *m, const char *cmd,
 
 /* Feeds one line read from the printer, without its '\n' (a trailing '\r' is
  * fine). line is borrowed for the call; it may hold any bytes (len of them).
- * When out is not NULL it receives the classification (its text points into
- * line). Bad input is counted, never fatal by itself; see the stats. */
+ * Read into a buffer of PF_MARLIN_REPLY_MAX + 2 bytes: a longer line then
+ * arrives cut to PF_MARLIN_REPLY_MAX + 1 and is counted as garbage. When out
+ * is not NULL it receives the classification (its text points into line).
+ * Bad input is counted, never fatal by itself (but a long run of garbage
+ * is); see the stats. */
 void pf_marlin_feed_reply(struct pf_marlin *m, const char *line, size_t len, int64_t now_ms,
                           struct pf_marlin_reply *out);
 
@@ -220,12 +233,18 @@ void pf_marlin_feed_reply(struct pf_marlin *m, const char *line, size_t len, int
  *
  * Recovery: when nothing understood is heard for reply_timeout_ms while lines
  * are in flight, the probe command goes out unnumbered and no new line is
- * sent until it is answered. An `ok` carrying temperatures (or any `ok` when
- * nothing else is in flight) answers it: every line still in flight was then
- * either lost or had its `ok` lost, so they are sent again from the oldest;
- * the firmware's line-number check rejects the ones it already ran and asks
- * for the next, so nothing runs twice. After probe_attempts unanswered probes
- * the engine fails with "firmware stopped answering".
+ * sent until it is answered; after probe_attempts unanswered probes in a row
+ * the engine fails with "firmware stopped answering". The firmware answers in
+ * order; while a probe is out, an ok that may be its answer (one with
+ * temperatures for the default M105 probe, any ok when no line is in flight
+ * for another probe) is taken as such, and the lines sent before it, which
+ * were lost or lost their ok, go again from the oldest: the firmware's
+ * line-number check refuses the ones it already ran and asks for the next,
+ * so nothing runs twice. Oks are also matched by shape (only an M105's
+ * carries temperatures), and one that fits nothing is counted as a stray.
+ * Every print ends with one numbered M105 after the file: the firmware takes
+ * it only after every earlier line, so its ok is the proof that the print is
+ * DONE (it also brings the final temperatures).
  *
  * out must have room for PF_MARLIN_OUT_MAX bytes (else PF_E_INVALID); the
  * bytes are NUL-terminated for convenience. */

@@ -43,27 +43,30 @@
  * band the solver computes a minimum-cost maximum-cardinality matching (a job
  * with k copies left takes up to k printers): as many printers as possible
  * get work, and among those matchings the total cost is least. It is the
- * Hungarian method as successive shortest paths (Dijkstra with potentials,
- * one augmentation per printer, a private "stay idle" edge of prohibitive
- * cost per printer) on a sparse candidate graph. Ties in cost go to the older
- * job. Age is bucketed so that jobs of similar age tie and the augmenting
- * searches stay short; a finer bucket orders more strictly and costs time.
+ * Hungarian method as successive shortest paths: one Dijkstra search with
+ * potentials per node of the scarcer side (per printer, or per job copy when
+ * the band has fewer copies than free printers), each node also owning a
+ * "stay idle" edge of prohibitive cost. Cost ties go to the older job. Age
+ * counts in whole buckets so that jobs submitted minutes apart are equal on
+ * age and the other terms (material, cache) decide between them.
  *
  * Approximation, stated honestly: the matching is exact over a candidate
  * graph, not over every feasible pair. Jobs with identical constraints are
  * grouped into classes, so feasibility is computed per (class, printer); then
  * each printer lists up to `candidates` jobs (K, default 12): its
  * `shared_candidates` cheapest (K0, default 3), then its cheapest jobs that
- * fewer than `spread` * copies printers have listed so far (default 3, so
- * that a hundred identical printers spread over different jobs instead of all
- * naming the same few), then, if it still has room, its cheapest remaining
- * ones; plus up to K feasible jobs whose file it already caches. Printers
- * with the fewest feasible classes list first. When every printer has at most
- * K feasible jobs in a band the result is the exact optimum. Whatever K, a
- * repair pass then searches augmenting paths over the full feasibility graph
- * of the band, so no printer is left idle that a job of the band could use,
- * directly or by moving other printers of the band (those repairs add
- * printers without re-optimising cost; stats.repaired counts them).
+ * fewer than `spread` * copies printers have listed so far (default K - K0,
+ * so that a thousand identical printers form groups of about K - K0 sharing
+ * as many jobs, rather than all naming the same few), then, if it still has
+ * room, its cheapest remaining ones; plus up to K feasible jobs whose file it
+ * already caches. Printers with the fewest feasible classes list first. When
+ * every printer has at most K feasible jobs in a band the result is the exact
+ * optimum; on the benchmark farm (bench/dispatch_bench.c) the default graph
+ * costs under 0.1% more than one of K = 1024. Whatever K, a repair pass then
+ * searches augmenting paths over the full feasibility graph of the band, so
+ * no printer is left idle that a job of the band could use, directly or by
+ * moving other printers of the band (those repairs add printers without
+ * re-optimising cost; stats.repaired counts them).
  *
  * Ownership and threads: input structs and the arrays they point to are
  * borrowed for the duration of a call. A struct pf_dispatch is a heap handle
@@ -85,8 +88,9 @@
 #define PF_DISPATCH_QUEUE_WEIGHT_MAX 1000
 #define PF_DISPATCH_PRINTERS_MAX     (1u << 20)
 #define PF_DISPATCH_JOBS_MAX         (1u << 24)
-#define PF_DISPATCH_ANY_EXTRUDER     0xff /* a requirement any extruder may meet */
-#define PF_DISPATCH_NO_FILE          0u   /* digest id: no file for this profile */
+#define PF_DISPATCH_TIME_MAX         ((int64_t)1 << 40) /* |epoch seconds|, ~35,000 years */
+#define PF_DISPATCH_ANY_EXTRUDER     0xff               /* a requirement any extruder may meet */
+#define PF_DISPATCH_NO_FILE          0u                 /* digest id: no file for this profile */
 
 /* A set of small ids (labels, profiles). Zero-initialise, then set bits. */
 struct pf_dispatch_bits {
@@ -147,7 +151,7 @@ struct pf_dispatch_printer {
     bool needs_hands; /* prints are removed by hand: windows apply */
     uint8_t n_extruders;
     struct pf_dispatch_material extruders[PF_DISPATCH_EXTRUDERS_MAX]; /* loaded now */
-    struct pf_dispatch_material last_material; /* of its last print */
+    struct pf_dispatch_material last_material;                        /* of its last print */
     struct pf_dispatch_bits labels; /* see pf_dispatch_job.labels */
     uint8_t n_queues;
     struct pf_dispatch_queue_weight queues[PF_DISPATCH_QUEUES_MAX];
@@ -198,7 +202,7 @@ struct pf_dispatch_job {
      * "key=value" (or "key" alone when the value is empty) and sets on each
      * printer the ids of both its "key=value" and its "key". */
     struct pf_dispatch_bits labels;
-    struct pf_dispatch_bits profiles; /* allowed profiles; empty allows all */
+    struct pf_dispatch_bits profiles;     /* allowed profiles; empty allows all */
     const struct pf_dispatch_file *files; /* n_profiles entries, by profile id */
     const uint32_t *excluded;             /* printer ids, strictly ascending */
     size_t n_excluded;
@@ -206,7 +210,7 @@ struct pf_dispatch_job {
 
 /* One round's snapshot. */
 struct pf_dispatch_input {
-    int64_t now; /* epoch seconds */
+    int64_t now;       /* epoch seconds */
     size_t n_profiles; /* at most PF_DISPATCH_BITS_MAX */
     const struct pf_dispatch_printer *printers;
     size_t n_printers;
@@ -214,12 +218,12 @@ struct pf_dispatch_input {
     size_t n_jobs;
 };
 
-/* Tuning; see the cost model above. A field left at 0 takes its default
- * (pf_dispatch_params_init fills every default explicitly). */
+/* Tuning; see the cost model above. Start from pf_dispatch_params_init and
+ * change what you need. */
 struct pf_dispatch_params {
     uint32_t candidates;           /* K, default 12 */
     uint32_t shared_candidates;    /* K0, default 3 */
-    uint32_t spread;               /* default 3 */
+    uint32_t spread;               /* default (0): candidates - shared_candidates */
     uint32_t age_bucket_seconds;   /* default 600 */
     uint32_t age_cap_buckets;      /* default 1008 */
     uint32_t material_change_cost; /* default 3600 */
@@ -244,6 +248,7 @@ struct pf_dispatch_stats {
     size_t classes;    /* job classes over the bands solved */
     size_t candidates; /* edges of the candidate graphs */
     size_t repaired;   /* assignments added by the repair pass */
+    size_t searched;   /* nodes settled by the matching's searches: its work */
 };
 
 /* One round's result. assignments points into the solver: it stays valid
@@ -275,23 +280,28 @@ enum pf_dispatch_verdict {
     PF_DISPATCH_VERDICT_COUNT
 };
 
+/* The solver: opaque, see pf_dispatch_create. */
+struct pf_dispatch;
+
 /* Fills p with every default. */
 void pf_dispatch_params_init(struct pf_dispatch_params *p);
 
-/* Creates a solver. params may be NULL (defaults); it is copied, zero fields
- * taking their defaults. PF_E_INVALID when a parameter is out of range (the
- * largest possible pair cost must stay below 2^31, candidates at most 1024);
- * PF_E_RESOURCE when memory runs out. On success *out is owned by the caller,
+/* Creates a solver. params may be NULL (defaults); it is copied.
+ * PF_E_INVALID when a parameter is out of range: candidates must be in
+ * 1..1024, shared_candidates at most candidates, age_bucket_seconds not 0, and
+ * the largest possible pair cost below 2^31. PF_E_RESOURCE when memory runs
+ * out. On success *out is owned by the caller,
  * freed by pf_dispatch_destroy; on failure *out is NULL. */
-enum pf_status pf_dispatch_create(const struct pf_dispatch_params *params,
-                                  struct pf_dispatch **out, struct pf_error *err) PF_MUST_CHECK;
+enum pf_status pf_dispatch_create(const struct pf_dispatch_params *params, struct pf_dispatch **out,
+                                  struct pf_error *err) PF_MUST_CHECK;
 
 /* Frees the solver and the last output. NULL is a no-op. */
 void pf_dispatch_destroy(struct pf_dispatch *d);
 
 /* Checks that in is well formed: counts within the limits above, non-NULL
- * arrays where counts are non-zero, ids in range, cached and excluded lists
- * strictly ascending, windows not ending before they start, queue weights in
+ * arrays where counts are non-zero, ids in range, times within
+ * PF_DISPATCH_TIME_MAX, cached and excluded lists strictly ascending, windows
+ * not ending before they start, queue weights in
  * 1..PF_DISPATCH_QUEUE_WEIGHT_MAX. Files are checked for runnable jobs only,
  * so rows of held or finished jobs may leave files NULL. PF_E_INVALID names
  * the first field at fault ("jobs[12].excluded is not strictly ascending at
@@ -303,9 +313,12 @@ enum pf_status pf_dispatch_validate(const struct pf_dispatch_input *in,
  * (see struct pf_dispatch_output for how long it lives). Deterministic: the
  * same input gives the same output. PF_E_INVALID for a malformed input,
  * PF_E_RESOURCE when memory runs out or a band is too large for the cost
- * range; *out is then empty. Runs in roughly O(J log J + P * C + P * K log P)
- * for J jobs, P printers and C job classes per band; no allocation once the
- * solver has seen a round of similar size. */
+ * range; *out is then empty. Per band the work is about J + P * C class tests
+ * + P * K log C for listing + one search per printer (or copy), for J jobs, P
+ * free printers and C job classes; a search usually stops after a few nodes,
+ * but when many printers compete for the same jobs it can visit the whole
+ * matched part of the graph. The solver keeps its scratch memory between
+ * rounds. */
 enum pf_status pf_dispatch_solve(struct pf_dispatch *d, const struct pf_dispatch_input *in,
                                  struct pf_dispatch_output *out,
                                  struct pf_error *err) PF_MUST_CHECK;
@@ -316,8 +329,9 @@ enum pf_status pf_dispatch_solve(struct pf_dispatch *d, const struct pf_dispatch
 enum pf_dispatch_verdict pf_dispatch_check(const struct pf_dispatch_input *in, size_t job,
                                            size_t printer);
 
-/* The cost of a pair under params (NULL: defaults), whether feasible or not;
- * the solver reports exactly this for each assignment. */
+/* The cost of a pair under params (NULL: defaults; otherwise valid as
+ * pf_dispatch_create requires), whether feasible or not; the solver reports
+ * exactly this for each assignment. */
 int64_t pf_dispatch_cost(const struct pf_dispatch_params *params,
                          const struct pf_dispatch_input *in, size_t job, size_t printer);
 
