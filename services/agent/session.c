@@ -97,6 +97,7 @@ struct pf_session {
     pthread_cond_t dl_cv;        /* a download thread ended */
     struct pf_driver_status drv; /* the last poll */
     bool drv_valid;
+    unsigned drv_gen; /* bumped when a print starts: polls taken before are stale */
     int64_t status_interval_ms;
     int64_t next_status_ms;
     Printfarm__V1__PrinterState reported_state;
@@ -546,6 +547,8 @@ static void start_attempt(struct pf_session *s, struct download *dl, const char 
     }
     a->state = PF_ATTEMPT_PRINTING;
     s->st->bed_clear = false;
+    s->drv_gen++;
+    s->drv_valid = false;
     pf_log_info("attempt_started", "printer=%s attempt=%s job=%s digest=%s", s->printer_id,
                 dl->attempt_id, dl->job_id, hex);
     push_attempt_event(s, dl->attempt_id,
@@ -956,7 +959,11 @@ static void tick(struct pf_session *s)
     Printfarm__V1__PrinterState state;
     const char *error;
     struct pf_error err;
+    unsigned gen;
 
+    pthread_mutex_lock(&s->mu);
+    gen = s->drv_gen;
+    pthread_mutex_unlock(&s->mu);
     pf_driver_poll(s->driver, &d);
     if (d.state == PF_DRIVER_DISCONNECTED && now >= s->driver_retry_ms) {
         if (pf_driver_connect(s->driver, &err) != PF_OK) {
@@ -972,6 +979,12 @@ static void tick(struct pf_session *s)
     }
 
     pthread_mutex_lock(&s->mu);
+    if (gen != s->drv_gen) {
+        /* A print started while this poll ran: it describes the printer before
+         * the print, and would look like the print vanished. Poll again. */
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     s->drv = d;
     s->drv_valid = true;
     reconcile(s);
