@@ -441,12 +441,6 @@ static void post_reset(struct post *p)
     p->await_clear_seconds = -1;
 }
 
-static enum pf_status exec(struct pf_pg_conn *conn, const char *sql, int n, const char *const *p,
-                           PGresult **out, struct pf_error *err)
-{
-    return pf_pg_exec(conn, sql, n, p, out, err);
-}
-
 static enum pf_status add_event(struct pf_pg_conn *conn, Printfarm__V1__EventKind kind,
                                 const char *job, const char *printer, const char *attempt,
                                 Printfarm__V1__JobState js, Printfarm__V1__PrinterState ps,
@@ -473,10 +467,10 @@ static enum pf_status job_failed_by_policy(struct pf_sched *s, struct pf_pg_conn
 {
     const char *p[1] = {job_id};
     PGresult *res;
-    enum pf_status rc = exec(conn,
-                             "SELECT printer_id, state FROM attempts WHERE job_id = $1 "
-                             "AND state IN ('succeeded','failed') ORDER BY printer_id",
-                             1, p, &res, err);
+    enum pf_status rc = pf_pg_exec(conn,
+                                   "SELECT printer_id, state FROM attempts WHERE job_id = $1 "
+                                   "AND state IN ('succeeded','failed') ORDER BY printer_id",
+                                   1, p, &res, err);
     if (rc != PF_OK)
         return rc;
     int n = PQntuples(res);
@@ -521,11 +515,11 @@ static enum pf_status printer_streak(struct pf_sched *s, struct pf_pg_conn *conn
     const char *p[2] = {printer_id, limit};
     PGresult *res;
     snprintf(limit, sizeof(limit), "%lld", (long long)(consecutive + 1));
-    enum pf_status rc = exec(conn,
-                             "SELECT job_id, state FROM attempts WHERE printer_id = $1 "
-                             "AND state IN ('succeeded','failed') "
-                             "ORDER BY ended_at DESC NULLS LAST, id DESC LIMIT $2::bigint",
-                             2, p, &res, err);
+    enum pf_status rc = pf_pg_exec(conn,
+                                   "SELECT job_id, state FROM attempts WHERE printer_id = $1 "
+                                   "AND state IN ('succeeded','failed') "
+                                   "ORDER BY ended_at DESC NULLS LAST, id DESC LIMIT $2::bigint",
+                                   2, p, &res, err);
     if (rc != PF_OK)
         return rc;
     int n = PQntuples(res);
@@ -576,12 +570,12 @@ static enum pf_status attempt_apply(struct pf_sched *s, struct pf_pg_conn *conn,
     Printfarm__V1__EventKind ev_kind;
 
     p[0] = attempt_id;
-    rc = exec(conn,
-              "SELECT a.state, a.job_id, a.printer_id, j.state, j.count, j.succeeded, "
-              "j.in_progress, j.max_attempts_per_printer, j.max_printers "
-              "FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.id = $1 "
-              "FOR UPDATE OF a, j",
-              1, p, &res, err);
+    rc = pf_pg_exec(conn,
+                    "SELECT a.state, a.job_id, a.printer_id, j.state, j.count, j.succeeded, "
+                    "j.in_progress, j.max_attempts_per_printer, j.max_printers "
+                    "FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.id = $1 "
+                    "FOR UPDATE OF a, j",
+                    1, p, &res, err);
     if (rc != PF_OK)
         return rc;
     if (PQntuples(res) != 1 || strcmp(pf_pg_text(res, 0, 2), printer_id) != 0) {
@@ -612,10 +606,10 @@ static enum pf_status attempt_apply(struct pf_sched *s, struct pf_pg_conn *conn,
     if (kind == PRINTFARM__V1__ATTEMPT_EVENT_KIND__ATTEMPT_EVENT_KIND_STARTED) {
         if (cur != PRINTFARM__V1__ATTEMPT_STATE__ATTEMPT_STATE_DISPATCHED)
             return PF_OK;
-        rc = exec(conn,
-                  "UPDATE attempts SET state = 'printing', started_at = clock_timestamp() "
-                  "WHERE id = $1",
-                  1, p, NULL, err);
+        rc = pf_pg_exec(conn,
+                        "UPDATE attempts SET state = 'printing', started_at = clock_timestamp() "
+                        "WHERE id = $1",
+                        1, p, NULL, err);
         if (rc != PF_OK)
             return rc;
         snprintf(text, sizeof(text), "attempt %s of job %s started on printer %s", attempt_id,
@@ -655,11 +649,11 @@ static enum pf_status attempt_apply(struct pf_sched *s, struct pf_pg_conn *conn,
 
     p[1] = attempt_state_names[to];
     p[2] = reason != NULL ? reason : "";
-    rc = exec(conn,
-              "UPDATE attempts SET state = $2, reason = $3, ended_at = clock_timestamp(), "
-              "started_at = coalesce(started_at, clock_timestamp()), "
-              "progress = CASE WHEN $2 = 'succeeded' THEN 1 ELSE progress END WHERE id = $1",
-              3, p, NULL, err);
+    rc = pf_pg_exec(conn,
+                    "UPDATE attempts SET state = $2, reason = $3, ended_at = clock_timestamp(), "
+                    "started_at = coalesce(started_at, clock_timestamp()), "
+                    "progress = CASE WHEN $2 = 'succeeded' THEN 1 ELSE progress END WHERE id = $1",
+                    3, p, NULL, err);
     if (rc != PF_OK)
         return rc;
 
@@ -686,20 +680,21 @@ static enum pf_status attempt_apply(struct pf_sched *s, struct pf_pg_conn *conn,
     snprintf(fa, sizeof(fa), "%d", fail_add);
     snprintf(ca, sizeof(ca), "%d", cancel_add);
     const char *jp[6] = {job_id, sa, fa, ca, job_state_names[jnew], reason_text};
-    rc = exec(conn,
-              "UPDATE jobs SET succeeded = succeeded + $2::int, in_progress = in_progress - 1, "
-              "failed_attempts = failed_attempts + $3::int, "
-              "cancelled_attempts = cancelled_attempts + $4::int, state = $5, "
-              "state_reason = CASE WHEN $6 = '' THEN state_reason ELSE $6 END, "
-              "updated_at = clock_timestamp() WHERE id = $1",
-              6, jp, NULL, err);
+    rc = pf_pg_exec(
+        conn,
+        "UPDATE jobs SET succeeded = succeeded + $2::int, in_progress = in_progress - 1, "
+        "failed_attempts = failed_attempts + $3::int, "
+        "cancelled_attempts = cancelled_attempts + $4::int, state = $5, "
+        "state_reason = CASE WHEN $6 = '' THEN state_reason ELSE $6 END, "
+        "updated_at = clock_timestamp() WHERE id = $1",
+        6, jp, NULL, err);
     if (rc != PF_OK)
         return rc;
 
     /* The printer: awaiting clear; its streak and maybe quarantine. */
     const char *pp[1] = {printer_id};
-    rc = exec(conn, "SELECT consecutive_failures, quarantined FROM printers WHERE id = $1", 1, pp,
-              &res, err);
+    rc = pf_pg_exec(conn, "SELECT consecutive_failures, quarantined FROM printers WHERE id = $1", 1,
+                    pp, &res, err);
     if (rc != PF_OK)
         return rc;
     int64_t consecutive = 0;
@@ -722,14 +717,14 @@ static enum pf_status attempt_apply(struct pf_sched *s, struct pf_pg_conn *conn,
     if (quarantine && !was_quarantined)
         snprintf(qr, sizeof(qr), "failed %u consecutive attempts of different jobs", streak);
     const char *up[4] = {printer_id, attempt_id, st, qr};
-    rc = exec(conn,
-              "UPDATE printers SET awaiting_clear = true, "
-              "awaiting_clear_since = coalesce(awaiting_clear_since, clock_timestamp()), "
-              "last_attempt_id = $2, consecutive_failures = $3::int, "
-              "quarantined = quarantined OR $4 <> '', "
-              "state_reason = CASE WHEN $4 <> '' THEN $4 ELSE state_reason END "
-              "WHERE id = $1",
-              4, up, NULL, err);
+    rc = pf_pg_exec(conn,
+                    "UPDATE printers SET awaiting_clear = true, "
+                    "awaiting_clear_since = coalesce(awaiting_clear_since, clock_timestamp()), "
+                    "last_attempt_id = $2, consecutive_failures = $3::int, "
+                    "quarantined = quarantined OR $4 <> '', "
+                    "state_reason = CASE WHEN $4 <> '' THEN $4 ELSE state_reason END "
+                    "WHERE id = $1",
+                    4, up, NULL, err);
     if (rc != PF_OK)
         return rc;
 
@@ -785,11 +780,11 @@ static enum pf_status attempt_lose_body(struct pf_pg_conn *conn, const char *att
     enum pf_status rc;
 
     *changed = false;
-    rc = exec(conn,
-              "SELECT a.state, a.job_id, a.printer_id, j.state, j.count, j.succeeded, "
-              "j.in_progress FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.id = $1 "
-              "FOR UPDATE OF a, j",
-              1, p, &res, err);
+    rc = pf_pg_exec(conn,
+                    "SELECT a.state, a.job_id, a.printer_id, j.state, j.count, j.succeeded, "
+                    "j.in_progress FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.id = $1 "
+                    "FOR UPDATE OF a, j",
+                    1, p, &res, err);
     if (rc != PF_OK)
         return rc;
     if (PQntuples(res) != 1 || !attempt_active(attempt_state_of(pf_pg_text(res, 0, 0)))) {
@@ -808,18 +803,19 @@ static enum pf_status attempt_lose_body(struct pf_pg_conn *conn, const char *att
         return err->code;
     }
     PQclear(res);
-    rc = exec(conn,
-              "UPDATE attempts SET state = 'lost', reason = $2, ended_at = clock_timestamp() "
-              "WHERE id = $1",
-              2, p, NULL, err);
+    rc = pf_pg_exec(conn,
+                    "UPDATE attempts SET state = 'lost', reason = $2, ended_at = clock_timestamp() "
+                    "WHERE id = $1",
+                    2, p, NULL, err);
     if (rc != PF_OK)
         return rc;
     Printfarm__V1__JobState jnew = job_state_after(jstate, count, succeeded, in_progress - 1);
     const char *jp[2] = {job_id, job_state_names[jnew]};
-    rc = exec(conn,
-              "UPDATE jobs SET in_progress = in_progress - 1, lost_attempts = lost_attempts + 1, "
-              "state = $2, updated_at = clock_timestamp() WHERE id = $1",
-              2, jp, NULL, err);
+    rc = pf_pg_exec(
+        conn,
+        "UPDATE jobs SET in_progress = in_progress - 1, lost_attempts = lost_attempts + 1, "
+        "state = $2, updated_at = clock_timestamp() WHERE id = $1",
+        2, jp, NULL, err);
     if (rc != PF_OK)
         return rc;
     snprintf(text, sizeof(text), "attempt %s of job %s on printer %s lost: %.200s", attempt_id,
@@ -848,10 +844,11 @@ static enum pf_status lose_tx(struct pf_sched *s, struct pf_pg_conn *conn, void 
     c->changed = false;
     /* Lock the printer first (the order every transaction here keeps), then
      * check it is still away: a hello that wins the lock claims the attempt. */
-    enum pf_status rc = exec(conn,
-                             "SELECT p.id FROM attempts a JOIN printers p ON p.id = a.printer_id "
-                             "WHERE a.id = $1 FOR UPDATE OF p",
-                             1, p, &res, err);
+    enum pf_status rc =
+        pf_pg_exec(conn,
+                   "SELECT p.id FROM attempts a JOIN printers p ON p.id = a.printer_id "
+                   "WHERE a.id = $1 FOR UPDATE OF p",
+                   1, p, &res, err);
     if (rc != PF_OK)
         return rc;
     if (PQntuples(res) != 1) {
@@ -881,6 +878,7 @@ enum pf_status pf_sched_attempt_lose(struct pf_sched *s, struct pf_pg_conn *conn
 
 /* ---- the Connect stream ---- */
 
+/* Printer ids and profiles: 1..64 characters of [A-Za-z0-9._-]. */
 static bool valid_printer_id(const char *id)
 {
     size_t n = id != NULL ? strlen(id) : 0;
@@ -998,15 +996,16 @@ static enum pf_status hello_tx(struct pf_sched *s, struct pf_pg_conn *conn, void
     }
     const char *up[5] = {id, h->profile != NULL ? h->profile : "", caps,
                          h->agent_version != NULL ? h->agent_version : "", mat};
-    rc = exec(conn,
-              "INSERT INTO printers AS p (id, profile, capabilities, agent_version, materials, "
-              "last_seen) VALUES ($1, $2, $3::bytea, $4, $5::bytea, now()) "
-              "ON CONFLICT (id) DO UPDATE SET profile = EXCLUDED.profile, "
-              "capabilities = EXCLUDED.capabilities, agent_version = EXCLUDED.agent_version, "
-              "materials = CASE WHEN p.materials_set_by_operator THEN p.materials "
-              "ELSE EXCLUDED.materials END, last_seen = now() "
-              "RETURNING agent_acked_seq, awaiting_clear, quarantined, (xmax = 0)",
-              5, up, &res, err);
+    rc = pf_pg_exec(
+        conn,
+        "INSERT INTO printers AS p (id, profile, capabilities, agent_version, materials, "
+        "last_seen) VALUES ($1, $2, $3::bytea, $4, $5::bytea, now()) "
+        "ON CONFLICT (id) DO UPDATE SET profile = EXCLUDED.profile, "
+        "capabilities = EXCLUDED.capabilities, agent_version = EXCLUDED.agent_version, "
+        "materials = CASE WHEN p.materials_set_by_operator THEN p.materials "
+        "ELSE EXCLUDED.materials END, last_seen = now() "
+        "RETURNING agent_acked_seq, awaiting_clear, quarantined, (xmax = 0)",
+        5, up, &res, err);
     free(caps);
     free(mat);
     if (rc != PF_OK)
@@ -1028,10 +1027,10 @@ static enum pf_status hello_tx(struct pf_sched *s, struct pf_pg_conn *conn, void
      * first time takes the agent's word that its bed is not clear. */
     if (inserted && !h->bed_clear && !awaiting) {
         const char *p1[1] = {id};
-        rc = exec(conn,
-                  "UPDATE printers SET awaiting_clear = true, "
-                  "awaiting_clear_since = clock_timestamp() WHERE id = $1",
-                  1, p1, NULL, err);
+        rc = pf_pg_exec(conn,
+                        "UPDATE printers SET awaiting_clear = true, "
+                        "awaiting_clear_since = clock_timestamp() WHERE id = $1",
+                        1, p1, NULL, err);
         if (rc != PF_OK)
             return rc;
         awaiting = true;
@@ -1039,11 +1038,11 @@ static enum pf_status hello_tx(struct pf_sched *s, struct pf_pg_conn *conn, void
 
     /* Reconcile the attempt the agent reports with the active one here. */
     const char *p1[1] = {id};
-    rc = exec(conn,
-              "SELECT a.id, a.state, a.job_id, a.profile, a.file, a.size, j.name, j.bundle "
-              "FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.printer_id = $1 "
-              "AND a.state IN ('dispatched','printing')",
-              1, p1, &res, err);
+    rc = pf_pg_exec(conn,
+                    "SELECT a.id, a.state, a.job_id, a.profile, a.file, a.size, j.name, j.bundle "
+                    "FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.printer_id = $1 "
+                    "AND a.state IN ('dispatched','printing')",
+                    1, p1, &res, err);
     if (rc != PF_OK)
         return rc;
     const Printfarm__V1__AgentAttempt *cur = h->current;
@@ -1243,8 +1242,8 @@ static enum pf_status event_tx(struct pf_sched *s, struct pf_pg_conn *conn, void
 
     c->duplicate = false;
     post_reset(&c->post);
-    rc = exec(conn, "SELECT agent_acked_seq FROM printers WHERE id = $1 FOR UPDATE", 1, p, &res,
-              err);
+    rc = pf_pg_exec(conn, "SELECT agent_acked_seq FROM printers WHERE id = $1 FOR UPDATE", 1, p,
+                    &res, err);
     if (rc != PF_OK)
         return rc;
     if (PQntuples(res) != 1) {
@@ -1266,12 +1265,12 @@ static enum pf_status event_tx(struct pf_sched *s, struct pf_pg_conn *conn, void
     } else {
         const Printfarm__V1__BedCleared *b = c->m->bed_cleared;
         char text[200];
-        rc = exec(conn,
-                  "UPDATE printers p SET awaiting_clear = false, awaiting_clear_since = NULL "
-                  "FROM (SELECT awaiting_clear_since AS since FROM printers WHERE id = $1) o "
-                  "WHERE p.id = $1 AND p.awaiting_clear "
-                  "RETURNING coalesce(extract(epoch FROM clock_timestamp() - o.since), 0)",
-                  1, p, &res, err);
+        rc = pf_pg_exec(conn,
+                        "UPDATE printers p SET awaiting_clear = false, awaiting_clear_since = NULL "
+                        "FROM (SELECT awaiting_clear_since AS since FROM printers WHERE id = $1) o "
+                        "WHERE p.id = $1 AND p.awaiting_clear "
+                        "RETURNING coalesce(extract(epoch FROM clock_timestamp() - o.since), 0)",
+                        1, p, &res, err);
         if (rc != PF_OK)
             return rc;
         bool cleared = PQntuples(res) == 1;
@@ -1293,10 +1292,10 @@ static enum pf_status event_tx(struct pf_sched *s, struct pf_pg_conn *conn, void
         return rc;
     snprintf(seq, sizeof(seq), "%llu", (unsigned long long)c->m->seq);
     p[1] = seq;
-    return exec(conn,
-                "UPDATE printers SET agent_acked_seq = $2::bigint, last_seen = now() "
-                "WHERE id = $1",
-                2, p, NULL, err);
+    return pf_pg_exec(conn,
+                      "UPDATE printers SET agent_acked_seq = $2::bigint, last_seen = now() "
+                      "WHERE id = $1",
+                      2, p, NULL, err);
 }
 
 static enum pf_status event_db(struct pf_sched *s, struct pf_pg_conn *conn, void *arg,
@@ -1375,7 +1374,7 @@ static enum pf_status gone_tx(struct pf_sched *s, struct pf_pg_conn *conn, void 
     const char *p[1] = {g->printer_id};
     char text[128];
     enum pf_status rc =
-        exec(conn, "UPDATE printers SET last_seen = now() WHERE id = $1", 1, p, NULL, err);
+        pf_pg_exec(conn, "UPDATE printers SET last_seen = now() WHERE id = $1", 1, p, NULL, err);
     if (rc != PF_OK)
         return rc;
     snprintf(text, sizeof(text), "printer %s disconnected", g->printer_id);
@@ -1399,6 +1398,80 @@ static void gone_work(void *arg)
         pf_sched_with_db(g->s, gone_db, g, &err) != PF_OK)
         pf_log_warn("disconnect_event_failed", "printer=%s error=\"%s\"", g->printer_id, err.msg);
     free(g);
+}
+
+/* ---- reported state changes (paused, error) ---- */
+
+struct state_change {
+    struct pf_sched *s;
+    char printer_id[PF_SCHED_PRINTER_ID_MAX + 1];
+    Printfarm__V1__PrinterState state;
+    char error[200];
+};
+
+static bool noteworthy(Printfarm__V1__PrinterState st)
+{
+    return st == PRINTFARM__V1__PRINTER_STATE__PRINTER_STATE_PAUSED ||
+           st == PRINTFARM__V1__PRINTER_STATE__PRINTER_STATE_ERROR;
+}
+
+static enum pf_status state_tx(struct pf_sched *s, struct pf_pg_conn *conn, void *arg,
+                               struct pf_error *err)
+{
+    struct state_change *c = arg;
+    bool error = c->state == PRINTFARM__V1__PRINTER_STATE__PRINTER_STATE_ERROR;
+    const char *p[2] = {c->printer_id, error ? c->error : ""};
+    char text[400];
+    static const char *const names[] = {"unspecified", "offline",        "idle",  "printing",
+                                        "paused",      "awaiting_clear", "error", "quarantined"};
+    enum pf_status rc;
+
+    (void)s;
+    /* state_reason says why a printer is in error; a quarantine's reason stays. */
+    rc = pf_pg_exec(conn, "UPDATE printers SET state_reason = $2 WHERE id = $1 AND NOT quarantined",
+                    2, p, NULL, err);
+    if (rc != PF_OK)
+        return rc;
+    snprintf(text, sizeof(text), "printer %s is %s%s%s", c->printer_id,
+             (unsigned)c->state < 8 ? names[c->state] : "unknown", error ? ": " : "",
+             error ? c->error : "");
+    return add_event(conn, PRINTFARM__V1__EVENT_KIND__EVENT_KIND_PRINTER_STATE_CHANGED, NULL,
+                     c->printer_id, NULL, 0, c->state, 0, text, err);
+}
+
+static enum pf_status state_db(struct pf_sched *s, struct pf_pg_conn *conn, void *arg,
+                               struct pf_error *err)
+{
+    return pf_sched_fenced(s, conn, state_tx, arg, err);
+}
+
+static void state_work(void *arg)
+{
+    struct state_change *c = arg;
+    struct pf_error err;
+    if (pf_sched_is_leader(c->s, NULL) && pf_sched_with_db(c->s, state_db, c, &err) != PF_OK)
+        pf_log_warn("state_event_failed", "printer=%s error=\"%s\"", c->printer_id, err.msg);
+    free(c);
+}
+
+/* Records a reported change into or out of paused or error (printing, idle
+ * and awaiting clear already have their attempt and bed events). */
+static void record_state_change(struct pf_sched *s, const char *printer_id,
+                                Printfarm__V1__PrinterState before,
+                                const Printfarm__V1__PrinterStatus *ps)
+{
+    struct state_change *c;
+    if (ps->state == before || (!noteworthy(before) && !noteworthy(ps->state)))
+        return;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->s = s;
+    snprintf(c->printer_id, sizeof(c->printer_id), "%s", printer_id);
+    c->state = ps->state;
+    snprintf(c->error, sizeof(c->error), "%s", ps->error != NULL ? ps->error : "");
+    if (pf_workq_submit(s->wq, state_work, c) != PF_OK)
+        free(c);
 }
 
 /* ---- method callbacks (completion-queue thread) ---- */
@@ -1437,6 +1510,14 @@ static bool first_message(struct pf_sched *s, struct stream *st, struct pf_rpc_c
         snprintf(why, sizeof(why),
                  "hello.printer_id '%.80s' is not 1..64 characters of [A-Za-z0-9._-]",
                  h->printer_id != NULL ? h->printer_id : "");
+        pf_rpc_call_finish(call, PF_E_INVALID, why);
+        return false;
+    }
+    if (!valid_printer_id(h->profile)) {
+        snprintf(why, sizeof(why),
+                 "hello.profile '%.80s' is not 1..64 characters of [A-Za-z0-9._-] (a printer "
+                 "profile as bundles name them)",
+                 h->profile != NULL ? h->profile : "");
         pf_rpc_call_finish(call, PF_E_INVALID, why);
         return false;
     }
@@ -1539,6 +1620,8 @@ static bool connect_message(struct pf_rpc_call *call, const uint8_t *msg, size_t
                 e->ready_since = pf_time_mono_ms();
                 kick = true;
             }
+            if (ps->state != PRINTFARM__V1__PRINTER_STATE__PRINTER_STATE_UNSPECIFIED)
+                record_state_change(s, st->printer_id, before, ps);
         }
         pthread_mutex_unlock(&a->mu);
         if (kick)

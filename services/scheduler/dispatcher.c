@@ -78,6 +78,23 @@ const Printfarm__V1__BundleFile *pf_sched_bundle_file(const struct pf_sched_bund
     return NULL;
 }
 
+/* The cached bundle with this digest (a reference), or NULL. */
+static struct pf_sched_bundle *bundle_cached(struct pf_sched *s, const char *digest)
+{
+    struct pf_sched_dispatcher *d = s->dispatcher;
+    struct pf_sched_bundle *b = NULL;
+    pthread_mutex_lock(&d->cache_mu);
+    for (size_t i = 0; i < BUNDLE_CACHE_MAX && b == NULL; i++) {
+        if (d->cache[i].b != NULL && strcmp(d->cache[i].b->digest, digest) == 0) {
+            d->cache[i].used = ++d->cache_tick;
+            b = d->cache[i].b;
+            atomic_fetch_add(&b->refs, 1);
+        }
+    }
+    pthread_mutex_unlock(&d->cache_mu);
+    return b;
+}
+
 enum pf_status pf_sched_bundle_get(struct pf_sched *s, const char *digest,
                                    struct pf_sched_bundle **out, struct pf_error *err)
 {
@@ -88,18 +105,9 @@ enum pf_status pf_sched_bundle_get(struct pf_sched *s, const char *digest,
     struct pf_sched_bundle *b;
     enum pf_status rc;
 
-    *out = NULL;
-    pthread_mutex_lock(&d->cache_mu);
-    for (size_t i = 0; i < BUNDLE_CACHE_MAX; i++) {
-        if (d->cache[i].b != NULL && strcmp(d->cache[i].b->digest, digest) == 0) {
-            d->cache[i].used = ++d->cache_tick;
-            atomic_fetch_add(&d->cache[i].b->refs, 1);
-            *out = d->cache[i].b;
-            pthread_mutex_unlock(&d->cache_mu);
-            return PF_OK;
-        }
-    }
-    pthread_mutex_unlock(&d->cache_mu);
+    *out = bundle_cached(s, digest);
+    if (*out != NULL)
+        return PF_OK;
 
     dg.sha256 = (char *)digest;
     req.digest = &dg;
@@ -286,6 +294,7 @@ struct job_row {
     char name[256];
     char bundle[65];
     struct pf_sched_bundle *b;
+    int64_t created_ms; /* wall clock */
     bool usable;
 };
 
@@ -728,7 +737,8 @@ static enum pf_status load_jobs(struct round *r, struct pf_error *err)
     rc = pf_pg_exec(r->conn,
                     "SELECT id, queue, name, bundle, count, priority, constraints, "
                     "extract(epoch FROM created_at)::bigint, succeeded, in_progress, "
-                    "max_attempts_per_printer, max_printers FROM jobs "
+                    "max_attempts_per_printer, max_printers, "
+                    "(extract(epoch FROM created_at) * 1000)::bigint FROM jobs "
                     "WHERE state IN ('queued','printing') AND count > succeeded + in_progress "
                     "ORDER BY priority DESC, created_at LIMIT $1::int",
                     1, p, &res, err);
@@ -753,6 +763,7 @@ static enum pf_status load_jobs(struct round *r, struct pf_error *err)
         if (r->profiles.keys[i] != NULL)
             pname[r->profiles.ids[i]] = r->profiles.keys[i];
 
+    bool files_down = false;
     for (int i = 0; i < n; i++) {
         struct job_row *j = &r->jobs[r->n_jobs];
         struct pf_dispatch_job *dj = &r->djobs[r->n_jobs];
@@ -773,11 +784,20 @@ static enum pf_status load_jobs(struct round *r, struct pf_error *err)
         dj->queue = intern_id(&r->queues, pf_pg_text(res, i, 1), false);
         if (dj->queue == 0)
             continue; /* no ready printer serves its queue */
-        if (pf_sched_bundle_get(r->s, j->bundle, &j->b, &jerr) != PF_OK) {
+        if (files_down) {
+            j->b = bundle_cached(r->s, j->bundle);
+            if (j->b == NULL)
+                continue;
+        } else if (pf_sched_bundle_get(r->s, j->bundle, &j->b, &jerr) != PF_OK) {
             pf_log_warn("dispatch_bundle_unavailable", "job=%s bundle=%s error=\"%s\"", j->id,
                         j->bundle, jerr.msg);
+            /* One failure to reach pf-files is enough for this round: the
+             * other jobs use the bundles already cached. */
+            files_down = jerr.code == PF_E_UNAVAILABLE || jerr.code == PF_E_DEADLINE;
             continue;
         }
+        if (pf_pg_int64(res, i, 12, &j->created_ms, &jerr) != PF_OK)
+            j->created_ms = 0;
         dj->priority = (int32_t)prio;
         dj->created_at = created;
         dj->state = PF_DISPATCH_JOB_QUEUED;
@@ -1063,7 +1083,7 @@ static void run_round(struct pf_sched *s)
     if (pf_sched_fenced(s, r.conn, commit_tx, &cc, &err) != PF_OK)
         goto out_fail;
     /* Recorded: now tell the printers. */
-    int64_t now = pf_time_mono_ms();
+    int64_t now = pf_time_mono_ms(), wall = pf_time_wall_ms();
     for (size_t i = 0; i < na; i++) {
         struct assignment *a = &r.as[i];
         if (!a->recorded)
@@ -1073,8 +1093,15 @@ static void run_round(struct pf_sched *s)
                                       a->job->bundle, a->profile, a->file, a->size);
         pf_log_info("attempt_dispatched", "attempt=%s job=%s printer=%s profile=%s sent=%s",
                     a->attempt_id, a->job->id, a->printer->id, a->profile, sent ? "yes" : "no");
-        if (sent && a->printer->ready_since > 0)
-            pf_metric_observe(d->m_latency, NULL, (double)(now - a->printer->ready_since) / 1000.0);
+        if (sent && a->printer->ready_since > 0) {
+            /* Waiting for work is not dispatch latency: count from the later
+             * of "printer ready" and "job submitted". */
+            int64_t waited = now - a->printer->ready_since;
+            int64_t age = wall - a->job->created_ms;
+            if (age >= 0 && age < waited)
+                waited = age;
+            pf_metric_observe(d->m_latency, NULL, (double)waited / 1000.0);
+        }
     }
     pf_metric_add(d->m_dispatched, NULL, (double)cc.recorded);
     goto out;

@@ -146,14 +146,13 @@ void pf_sched_step_down(struct pf_sched *s, const char *why)
     if (l == NULL || !atomic_exchange(&l->is_leader, false))
         return;
     atomic_store(&l->valid_until, INT64_MIN);
-    pf_log_warn("leader_step_down", "epoch=%llu why=\"%s\"",
-                (unsigned long long)atomic_load(&l->epoch), why != NULL ? why : "");
+    pf_log(pf_signals_stop_requested() ? PF_LOG_INFO : PF_LOG_WARN, "leader_step_down",
+           "epoch=%llu why=\"%s\"", (unsigned long long)atomic_load(&l->epoch),
+           why != NULL ? why : "");
     pf_metric_set(l->m_leader, NULL, 0);
     pf_metric_add(l->m_stepdowns, NULL, 1);
-    /* Who leads now is unknown until the next lease read. */
-    pthread_mutex_lock(&l->mu);
-    l->holder_addr[0] = '\0';
-    pthread_mutex_unlock(&l->mu);
+    /* Streams end naming the new leader when it is known (holder_addr still
+     * names this replica otherwise, and then no trailer is set). */
     pf_sched_agents_end_all(s, "this scheduler replica is no longer the leader");
     pf_sched_events_end_all(s, "this scheduler replica is no longer the leader");
     atomic_store(&l->release_wanted, true);
@@ -355,8 +354,8 @@ static void round_once(struct pf_sched *s)
         } else if (!held) {
             char why[PF_LEASE_ID_MAX + 32];
             snprintf(why, sizeof(why), "lease now held by '%s'", l->lease.state.holder);
-            pf_sched_step_down(s, why);
             set_holder(l, l->lease.state.holder);
+            pf_sched_step_down(s, why);
         } else {
             atomic_store(&l->valid_until, pf_lease_state_valid_until(&l->lease.state));
         }

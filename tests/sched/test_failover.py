@@ -61,6 +61,35 @@ def test_leader_steps_down_and_streams_end_on_sigterm(farm_factory):
     assert time.monotonic() - t0 < 10
 
 
+def test_leader_that_loses_its_lease_steps_down_and_redirects(farm_factory):
+    """The lease moves to the other replica behind the leader's back (as after
+    a long pause): the old leader sees it on its next renew, steps down, ends
+    its streams naming the new leader, and the new one fences a newer epoch."""
+    import re
+    import subprocess
+    farm = farm_factory(replicas=2)
+    old = farm.leader()
+    new = farm.followers()[0]
+    epoch = int(farm.sql("SELECT epoch FROM leader_epoch")[0][0])
+    a = farm.agent(unique("p"), unique("prof"))
+    a.wait_welcome()
+    w = farm.watch()
+    instance = re.search(r"event=scheduler_ready .*instance=(\S+)", new.log).group(1)
+    r = subprocess.run(["redis-cli", "-u", farm.redis_url, "SET", "printfarm:scheduler:leader",
+                        instance, "PX", "5000"], capture_output=True, text=True)
+    assert r.returncode == 0 and "OK" in r.stdout, r
+    code, details, md = a.wait_closed(timeout=10)
+    assert code == grpc.StatusCode.UNAVAILABLE, details
+    assert md.get(LEADER_KEY) == new.address, md
+    wait_until(lambda: w.closed, RPC_TIMEOUT, "the watch to end")
+    assert w.closed[0] == grpc.StatusCode.UNAVAILABLE
+    assert farm.leader(timeout=10) is new
+    assert int(farm.sql("SELECT epoch FROM leader_epoch")[0][0]) == epoch + 1
+    assert _trailer_of(farm, old) == new.address
+    again = farm.agent(a.printer_id, a.profile)
+    assert again.wait_welcome().epoch == epoch + 1
+
+
 class Printer:
     """A scripted agent that follows the leader and prints what it is told,
     idempotently by attempt id, like pf-agent."""

@@ -207,6 +207,16 @@ def test_bad_printer_id_is_refused(farm, pid):
     assert farm.sql("SELECT count(*) FROM printers WHERE id = :'p'", p=pid) == [("0",)]
 
 
+@pytest.mark.parametrize("prof", ["", "y" * 65, "mk4 s"])
+def test_bad_profile_is_refused(farm, prof):
+    pid = unique("p")
+    a = farm.agent(pid, prof)
+    code, details, _ = a.wait_closed()
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "profile" in details
+    assert farm.sql("SELECT count(*) FROM printers WHERE id = :'p'", p=pid) == [("0",)]
+
+
 def test_attempt_event_needs_seq_and_own_attempt(farm):
     prof = unique("seq")
     a = connected(farm, unique("p"), prof)
@@ -500,3 +510,99 @@ def test_connect_roles(farm_factory):
     w = farm.watch(metadata=())
     wait_until(lambda: w.closed, RPC_TIMEOUT, "the anonymous watch to end")
     assert w.closed[0] == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_printer_in_error_gets_nothing_until_idle(farm):
+    prof = unique("err")
+    agent = connected(farm, unique("p"), prof)
+    w = farm.watch(printer_id=agent.printer_id, kinds=[pb.EVENT_KIND_PRINTER_STATE_CHANGED])
+    agent.send(pb.AgentMessage(status=pb.PrinterStatus(state=pb.PRINTER_STATE_ERROR,
+                                                       error="thermal runaway on T0")))
+    ev = w.wait(lambda e: e.printer_state == PS.PRINTER_STATE_ERROR, what="error event")
+    assert "thermal runaway" in ev.text
+    job = farm.submit(farm.bundle([prof]), count=1)
+    agent.no_start(1.5)
+    agent.status(pb.PRINTER_STATE_IDLE)
+    sp = agent.wait_start()
+    assert sp.job_id == job.id
+    w.wait(lambda e: e.printer_state == PS.PRINTER_STATE_IDLE, what="back to idle")
+
+
+def update_printer(farm, pid, **groups):
+    req = pb.UpdatePrinterRequest(id=pid)
+    if "materials" in groups:
+        for ext, mat, col in groups["materials"]:
+            req.materials.items.add(extruder=ext, material=mat, colour=col)
+    if "labels" in groups:
+        for k, v in groups["labels"]:
+            req.labels.items.add(key=k, value=v)
+    if "queues" in groups:
+        for q, wgt in groups["queues"]:
+            req.queues.items.add(queue=q, weight=wgt)
+    if "windows" in groups:
+        req.windows.SetInParent()
+        for start, end in groups["windows"]:
+            req.windows.items.add(start_minute=start, end_minute=end)
+    return farm.stub.UpdatePrinter(req, timeout=RPC_TIMEOUT, metadata=farm.metadata).printer
+
+
+def test_constraints_choose_the_printer(farm):
+    """Stored operator settings (written by UpdatePrinter) reach the solver:
+    materials, labels, queues."""
+    prof = unique("cons")
+    a = connected(farm, unique("pa"), prof)
+    b = connected(farm, unique("pb"), prof)
+    update_printer(farm, a.printer_id, materials=[(0, "PLA", "black")], labels=[("site", "lab")])
+    update_printer(farm, b.printer_id, materials=[(0, "PETG", "#ff0000")],
+                   labels=[("site", "garage"), ("enclosed", "")])
+    bundle = farm.bundle([prof])
+    c = pb.JobConstraints()
+    c.materials.add(material="petg")  # case-insensitive
+    j1 = farm.submit(bundle, count=1, constraints=c)
+    sp = b.wait_start()
+    assert sp.job_id == j1.id
+    a.no_start(0.5)
+
+    c = pb.JobConstraints()
+    c.printer_labels.add(key="site", value="lab")
+    j2 = farm.submit(bundle, count=1, constraints=c)
+    sp = a.wait_start()
+    assert sp.job_id == j2.id
+
+    # Nobody has nylon, and nobody serves queue "night": these wait.
+    c = pb.JobConstraints()
+    c.materials.add(material="nylon")
+    farm.submit(bundle, count=1, constraints=c)
+    queue = unique("night")
+    j4 = farm.submit(bundle, count=1, queue=queue)
+    for ag in (a, b):
+        aid = ag.start_prints()[-1].attempt_id
+        ag.wait_ack(ag.started(aid))
+        ag.wait_ack(ag.succeeded(aid))
+    c2 = farm.submit(bundle, count=1, name="after")  # plain job, any printer
+    clear_bed(farm, a)
+    sp = a.wait_start()
+    assert sp.job_id == c2.id
+    # b now serves the night queue only: it gets j4 (not the nylon job).
+    update_printer(farm, b.printer_id, queues=[(queue, 1)])
+    clear_bed(farm, b)
+    sp = b.wait_start()
+    assert sp.job_id == j4.id
+
+
+def test_availability_windows_apply_to_hand_cleared_printers(farm):
+    prof = unique("win")
+    agent = connected(farm, unique("p"), prof)
+    now_min = int(time.time() // 60) % 1440
+    # A one-minute window two hours away: an hour-long print never fits.
+    update_printer(farm, agent.printer_id,
+                   windows=[((now_min + 120) % 1440, (now_min + 121) % 1440 or 1440)])
+    bundle = farm.put_bundle({prof: (b"G28\n" + bytes(8), {"estimated_seconds": 3600})})
+    job = farm.submit(bundle, count=1)
+    agent.no_start(1.5)
+    # Someone is around from 10 minutes ago for the next five hours.
+    update_printer(farm, agent.printer_id,
+                   windows=[((now_min - 10) % 1440, (now_min + 300) % 1440 or 1440)])
+    sp = agent.wait_start()
+    assert sp.job_id == job.id
+    assert sp.metadata.estimated_seconds == 3600
