@@ -1335,7 +1335,9 @@ static void event_work(struct pf_rpc_call *call, const uint8_t *data, size_t len
                      (unsigned long long)m->seq);
     } else if (m->msg_case == PRINTFARM__V1__AGENT_MESSAGE__MSG_ATTEMPT_EVENT) {
         const Printfarm__V1__AttemptEvent *ev = m->attempt_event;
-        bool ended = ev->kind != PRINTFARM__V1__ATTEMPT_EVENT_KIND__ATTEMPT_EVENT_KIND_STARTED;
+        bool ended = ev->kind == PRINTFARM__V1__ATTEMPT_EVENT_KIND__ATTEMPT_EVENT_KIND_SUCCEEDED ||
+                     ev->kind == PRINTFARM__V1__ATTEMPT_EVENT_KIND__ATTEMPT_EVENT_KIND_FAILED ||
+                     ev->kind == PRINTFARM__V1__ATTEMPT_EVENT_KIND__ATTEMPT_EVENT_KIND_CANCELLED;
         pf_log_info("attempt_event", "printer=%s attempt=%s kind=%d seq=%llu", st->printer_id,
                     ev->attempt_id, (int)ev->kind, (unsigned long long)m->seq);
         pthread_mutex_lock(&a->mu);
