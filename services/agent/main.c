@@ -15,6 +15,7 @@
 #include "admin.h"
 #include "cache.h"
 #include "config.h"
+#include "discovery_client.h"
 #include "driver.h"
 #include "log.h"
 #include "metrics.h"
@@ -57,6 +58,12 @@ struct agent_flags {
     char *tls_server_name;
     char *admin_listen;
     char *log_level;
+    char *discovery;
+    bool discovery_beacon;
+    char *farm;
+    char *beacon_group;
+    int64_t beacon_port;
+    int64_t beacon_timeout_ms;
 };
 
 struct printer {
@@ -90,6 +97,12 @@ static bool ready(void *arg, struct pf_buf *why)
         PF_OK)
         return false;
     return false;
+}
+
+static bool stop_requested(void *arg)
+{
+    (void)arg;
+    return pf_signals_stop_requested();
 }
 
 static bool parse_number(const char *flag, const char *text, double min, double max, double *out)
@@ -225,6 +238,21 @@ int main(int argc, char **argv)
         {"admin-listen", PF_FLAG_STRING, &f.admin_listen, "127.0.0.1:9500",
          "admin HTTP address for /metrics, /healthz, /readyz (empty = off)", 0, 0},
         {"log-level", PF_FLAG_STRING, &f.log_level, "info", "debug, info, warn or error", 0, 0},
+        {"discovery", PF_FLAG_STRING, &f.discovery, NULL,
+         "pf-discovery HOST:PORT: register there (empty: off); with an empty --scheduler, also "
+         "where to look up the scheduler and pf-files",
+         0, 0},
+        {"discovery-beacon", PF_FLAG_BOOL, &f.discovery_beacon, "false",
+         "find the farm on the LAN: pf-discovery's beacon, then the scheduler and pf-files from "
+         "it (also when --scheduler is empty); --scheduler and --files are then ignored",
+         0, 0},
+        {"farm", PF_FLAG_STRING, &f.farm, PF_DISCOVERY_FARM_DEFAULT,
+         "farm name whose beacon to accept", 0, 0},
+        {"beacon-group", PF_FLAG_STRING, &f.beacon_group, PF_BEACON_GROUP_DEFAULT,
+         "beacon IPv4 multicast group", 0, 0},
+        {"beacon-port", PF_FLAG_INT, &f.beacon_port, "7570", "beacon UDP port", 1, 65535},
+        {"beacon-timeout", PF_FLAG_DURATION_MS, &f.beacon_timeout_ms, "60s",
+         "how long to wait for the beacon before giving up", 100, 86400000},
     };
     const struct pf_config cfg = {
         .program = "pf-agent",
@@ -247,7 +275,12 @@ int main(int argc, char **argv)
     struct agent agent = {0};
     enum pf_log_level level;
     struct pf_error err;
-    bool is_sim, logging = false;
+    struct pf_discovery_client *disc = NULL;
+    char disc_addr[PF_BEACON_ADDR_MAX] = "", admin_addr[PF_RPC_TARGET_MAX];
+    /* From pf-discovery; schedulers[] points into it until the end. */
+    char found_schedulers[PF_DISCOVERY_RESOLVE_MAX * PF_RPC_TARGET_MAX];
+    char found_files[PF_RPC_TARGET_MAX];
+    bool is_sim, find_farm, logging = false;
     int sim_log_fd = -1;
     int exit_code = 1;
 
@@ -285,11 +318,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "pf-agent: --materials: %s\n", err.msg);
         goto out_config;
     }
-    scheduler_count = split_list(f.scheduler, schedulers, SCHEDULERS_MAX);
-    if (scheduler_count == 0) {
-        fprintf(stderr, "pf-agent: --scheduler names no address\n");
-        goto out_config;
+    /* Without a scheduler address the farm is found through pf-discovery. */
+    find_farm = f.discovery_beacon || f.scheduler == NULL || f.scheduler[0] == '\0';
+    if (!find_farm) {
+        scheduler_count = split_list(f.scheduler, schedulers, SCHEDULERS_MAX);
+        if (scheduler_count == 0) {
+            fprintf(stderr, "pf-agent: --scheduler names no address\n");
+            goto out_config;
+        }
     }
+    if (f.discovery != NULL && f.discovery[0] != '\0')
+        snprintf(disc_addr, sizeof(disc_addr), "%s", f.discovery);
     if (f.printer_id == NULL || f.printer_id[0] == '\0') {
         if (gethostname(hostname, sizeof(hostname)) != 0)
             snprintf(hostname, sizeof(hostname), "printer");
@@ -322,6 +361,34 @@ int main(int argc, char **argv)
     client.tls = (struct pf_tls_files){f.tls_cert, f.tls_key, f.tls_ca};
     client.token = f.token;
     client.server_name = f.tls_server_name;
+    if (find_farm) {
+        struct pf_discovery_find_opts fo = {
+            .discovery = f.discovery,
+            .beacon = {.group = f.beacon_group,
+                       .port = (int)f.beacon_port,
+                       .farm = f.farm,
+                       .timeout_ms = f.beacon_timeout_ms,
+                       .stop = stop_requested},
+            .client = client,
+        };
+        if (f.discovery == NULL || f.discovery[0] == '\0')
+            pf_log_info("beacon_listening", "farm=%s group=%s port=%lld timeout_ms=%lld", f.farm,
+                        f.beacon_group, (long long)f.beacon_port, (long long)f.beacon_timeout_ms);
+        if (pf_discovery_find_farm(&fo, found_schedulers, sizeof(found_schedulers), found_files,
+                                   sizeof(found_files), disc_addr, sizeof(disc_addr),
+                                   &err) != PF_OK) {
+            pf_log_error("startup_failed", "error=\"could not find the farm: %s\"", err.msg);
+            goto out_metrics;
+        }
+        /* Flag strings belong to the config (pf_config_release frees them). */
+        free(f.files);
+        f.files = strdup(found_files);
+        scheduler_count = split_list(found_schedulers, schedulers, SCHEDULERS_MAX);
+        if (f.files == NULL || scheduler_count == 0) {
+            pf_log_error("startup_failed", "error=\"out of memory\"");
+            goto out_metrics;
+        }
+    }
     files = pf_rpc_channel_create(f.files, &client, &err);
     if (files == NULL) {
         pf_log_error("startup_failed", "error=\"%s\"", err.msg);
@@ -425,6 +492,31 @@ int main(int argc, char **argv)
             pf_log_error("startup_failed", "error=\"%s\"", err.msg);
             goto out_admin;
         }
+    if (disc_addr[0] != '\0' && admin != NULL) {
+        /* Agents have no gRPC port: pf-discovery probes their /healthz. */
+        static const char *const labels[] = {"probe=http"};
+        struct pf_discovery_client_opts dopts = {
+            .target = disc_addr, .client = client, .component = "pf-agent"};
+        pf_discovery_advertise(f.admin_listen, pf_admin_port(admin), admin_addr,
+                               sizeof(admin_addr));
+        disc = pf_discovery_client_create(&dopts, &err);
+        for (size_t i = 0; disc != NULL && i < agent.count; i++) {
+            struct pf_discovery_instance inst = {.kind = PF_DISCOVERY_KIND_AGENT,
+                                                 .id = agent.printers[i].id,
+                                                 .address = admin_addr,
+                                                 .labels = labels,
+                                                 .label_count = 1};
+            if (pf_discovery_client_add(disc, &inst, &err) != PF_OK)
+                break;
+        }
+        if (disc == NULL || pf_discovery_client_start(disc, &err) != PF_OK) {
+            pf_log_error("startup_failed", "error=\"--discovery: %s\"", err.msg);
+            goto out_admin;
+        }
+    } else if (disc_addr[0] != '\0') {
+        pf_log_warn("discovery_register_skipped",
+                    "reason=\"no admin port: pf-discovery probes agents on it\"");
+    }
     pf_log_info("agent_ready", "printers=%zu driver=%s profile=%s scheduler=%s files=%s",
                 agent.count, f.driver, f.profile, schedulers[0], f.files);
     while (!pf_signals_stop_requested())
@@ -433,6 +525,7 @@ int main(int argc, char **argv)
     exit_code = 0;
 
 out_admin:
+    pf_discovery_client_destroy(disc); /* deregisters */
     for (size_t i = 0; i < agent.count; i++)
         if (agent.printers[i].session != NULL)
             pf_session_request_stop(agent.printers[i].session);

@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "discovery_client.h"
 #include "files_service.h"
 #include "log.h"
 #include "service.h"
@@ -13,6 +14,7 @@ struct files_flags {
     uint64_t max_blob;
     uint64_t max_chunk;
     int64_t workers;
+    char *discovery;
 };
 
 static bool ready(void *arg, struct pf_buf *why)
@@ -34,6 +36,8 @@ int main(int argc, char **argv)
         {"max-chunk-size", PF_FLAG_SIZE, &f.max_chunk, "1M", "largest chunk in one upload message",
          1024, 64 * 1024 * 1024},
         {"workers", PF_FLAG_INT, &f.workers, "4", "threads doing disk work", 1, 256},
+        {"discovery", PF_FLAG_STRING, &f.discovery, NULL,
+         "pf-discovery HOST:PORT to register with (empty: do not register)", 0, 0},
     };
     const struct pf_config cfg = {
         .program = "pf-files",
@@ -45,6 +49,8 @@ int main(int argc, char **argv)
     struct pf_store *store = NULL;
     struct pf_workq *wq = NULL;
     struct pf_files_service *files = NULL;
+    struct pf_discovery_client *disc = NULL;
+    char advertise[PF_RPC_TARGET_MAX], instance_id[80];
     struct pf_error err;
     int exit_code = 1;
 
@@ -85,11 +91,20 @@ int main(int argc, char **argv)
         pf_log_error("startup_failed", "error=\"%s\"", err.msg);
         goto out_files;
     }
+    pf_discovery_advertise(f.common.listen, pf_rpc_server_port(svc.rpc), advertise,
+                           sizeof(advertise));
+    pf_discovery_default_id(pf_rpc_server_port(svc.rpc), instance_id, sizeof(instance_id));
+    if (pf_discovery_register_self(f.discovery, PF_DISCOVERY_KIND_FILES, instance_id, advertise,
+                                   NULL, 0, NULL, "pf-files", &disc, &err) != PF_OK) {
+        pf_log_error("startup_failed", "error=\"--discovery: %s\"", err.msg);
+        goto out_files;
+    }
     pf_log_info("files_ready", "data_dir=%s max_blob=%llu max_chunk=%llu", f.data_dir,
                 (unsigned long long)f.max_blob, (unsigned long long)f.max_chunk);
     pf_service_run(&svc);
     exit_code = 0;
 out_files:
+    pf_discovery_client_destroy(disc); /* deregisters */
     /* The server is drained before the workers and the store go away. */
     pf_rpc_server_destroy(svc.rpc);
     svc.rpc = NULL;

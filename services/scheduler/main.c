@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 #include "config.h"
+#include "discovery_client.h"
 #include "lease.h"
 #include "log.h"
 #include "modules.h"
@@ -22,6 +23,7 @@ struct sched_flags {
     char *files;
     char *advertise;
     char *token;
+    char *discovery;
     int64_t lease_ttl_ms;
     int64_t lease_renew_ms;
     int64_t lost_grace_ms;
@@ -128,6 +130,8 @@ int main(int argc, char **argv)
          "consecutive failures of different jobs that quarantine a printer", 1, 1000},
         {"workers", PF_FLAG_INT, &f.workers, "8", "threads doing database work", 1, 256},
         {"db-pool", PF_FLAG_INT, &f.db_pool, "8", "PostgreSQL connections in the pool", 1, 1000},
+        {"discovery", PF_FLAG_STRING, &f.discovery, NULL,
+         "pf-discovery HOST:PORT to register with (empty: do not register)", 0, 0},
     };
     const struct pf_config cfg = {
         .program = "pf-scheduler",
@@ -138,7 +142,8 @@ int main(int argc, char **argv)
     struct pf_service svc;
     struct pf_sched s;
     struct pf_error err;
-    char advertise[200], instance[PF_LEASE_ID_MAX];
+    char advertise[200], instance[PF_LEASE_ID_MAX], disc_id[80];
+    struct pf_discovery_client *disc = NULL;
     int exit_code = 1;
     bool threads = false;
 
@@ -210,6 +215,13 @@ int main(int argc, char **argv)
     snprintf(instance, sizeof(instance), "%.200s|%ld-%08x", advertise, (long)getpid(), rnd);
     s.cfg.advertise = advertise;
     s.cfg.instance_id = instance;
+    pf_discovery_default_id(pf_rpc_server_port(svc.rpc), disc_id, sizeof(disc_id));
+    if (pf_discovery_register_self(f.discovery, PF_DISCOVERY_KIND_SCHEDULER, disc_id, advertise,
+                                   NULL, 0, &s.cfg.files_opts, "pf-scheduler", &disc,
+                                   &err) != PF_OK) {
+        pf_log_error("startup_failed", "error=\"--discovery: %s\"", err.msg);
+        pf_rpc_server_request_stop(svc.rpc);
+    }
     if (pf_sched_leader_start(&s, &err) != PF_OK || pf_sched_dispatcher_start(&s, &err) != PF_OK) {
         pf_log_error("startup_failed", "error=\"%s\"", err.msg);
         pf_rpc_server_request_stop(svc.rpc);
@@ -220,6 +232,7 @@ int main(int argc, char **argv)
     pf_service_run(&svc);
     exit_code = 0;
 out_modules:
+    pf_discovery_client_destroy(disc); /* deregisters */
     /* Threads first (the leader hands the lease over), then the server is
      * drained, then the workers, then what they used. */
     if (threads) {
