@@ -432,7 +432,7 @@ class EventWatch:
 # --------------------------------------------------------------------------
 
 class Farm:
-    def __init__(self, infra, workdir, replicas=1, extra_args=(), tokens=None):
+    def __init__(self, infra, workdir, replicas=1, extra_args=(), tokens=None, files_args=()):
         self.infra = infra
         self.workdir = workdir
         self.pg_url = infra.new_database()
@@ -456,7 +456,7 @@ class Farm:
             admins = [n for r, n, _ in self.tokens if r == "admin"]
             if admins:
                 self.metadata = self.md(admins[0])
-        self.files = interop.start_pf_files(os.path.join(workdir, "files"))
+        self.files = interop.start_pf_files(os.path.join(workdir, "files"), extra_args=files_args)
         self.files_stub = files_pb2_grpc.FilesStub(self.files.channel)
         try:
             for _ in range(replicas):

@@ -148,6 +148,10 @@ int fc_sched_call(struct fc_ctx *ctx, const char *method, const ProtobufCMessage
     bool have_first = false;
 
     *reply = NULL;
+    int found = fc_config_find_farm(&ctx->cfg);
+    if (found != FC_EXIT_OK)
+        return found;
+    n = ctx->cfg.n_sched_addrs;
     for (size_t k = 0; k < n; k++) {
         size_t i = (start + k) % n;
         if (open_sched(ctx, i, &err) != PF_OK) {
@@ -205,11 +209,15 @@ static struct pf_rpc_channel *open_other(struct fc_ctx *ctx, struct pf_rpc_chann
 
 struct pf_rpc_channel *fc_files(struct fc_ctx *ctx, int *exit_code)
 {
+    if ((*exit_code = fc_config_find_farm(&ctx->cfg)) != FC_EXIT_OK)
+        return NULL;
     return open_other(ctx, &ctx->files, ctx->cfg.files, exit_code);
 }
 
 struct pf_rpc_channel *fc_discovery(struct fc_ctx *ctx, int *exit_code)
 {
+    if ((*exit_code = fc_config_find_farm(&ctx->cfg)) != FC_EXIT_OK)
+        return NULL;
     return open_other(ctx, &ctx->disc, ctx->cfg.discovery, exit_code);
 }
 

@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "discovery_client.h"
 #include "farmctl.h"
+#include "timeutil.h"
 
 enum {
     G_SCHEDULER = 1000,
@@ -28,6 +30,9 @@ enum {
     G_CONFIG,
     G_JSON,
     G_LOG_LEVEL,
+    G_FARM,
+    G_BEACON_GROUP,
+    G_BEACON_PORT,
 };
 
 const struct option fc_global_options[] = {
@@ -43,6 +48,9 @@ const struct option fc_global_options[] = {
     {"config", required_argument, NULL, G_CONFIG},
     {"json", no_argument, NULL, G_JSON},
     {"log-level", required_argument, NULL, G_LOG_LEVEL},
+    {"farm", required_argument, NULL, G_FARM},
+    {"beacon-group", required_argument, NULL, G_BEACON_GROUP},
+    {"beacon-port", required_argument, NULL, G_BEACON_PORT},
     {NULL, 0, NULL, 0},
 };
 
@@ -67,6 +75,12 @@ static const struct setting settings[] = {
     {"tls-server-name", OFF(tls_server_name), NULL, "TLS name to expect from the servers"},
     {"timeout", OFF(timeout), "10s", "deadline of each call (ms, s, m suffixes)"},
     {"log-level", OFF(log_level), "warn", "library log lines on stderr: debug, info, warn, error"},
+    {"farm", OFF(farm), NULL,
+     "find the farm of this name on the LAN by pf-discovery's beacon (through --discovery when "
+     "given) and use the scheduler, pf-files and pf-discovery it names where not set"},
+    {"beacon-group", OFF(beacon_group), PF_BEACON_GROUP_DEFAULT,
+     "IPv4 multicast group of the beacon (--farm)"},
+    {"beacon-port", OFF(beacon_port), "7570", "UDP port of the beacon (--farm)"},
 };
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -119,6 +133,15 @@ bool fc_config_global_opt(struct fc_config *cfg, int key, const char *value)
         return true;
     case G_LOG_LEVEL:
         set_str(&cfg->log_level, value);
+        return true;
+    case G_FARM:
+        set_str(&cfg->farm, value);
+        return true;
+    case G_BEACON_GROUP:
+        set_str(&cfg->beacon_group, value);
+        return true;
+    case G_BEACON_PORT:
+        set_str(&cfg->beacon_port, value);
         return true;
     default:
         return false;
@@ -210,9 +233,12 @@ static int read_file(struct fc_config *cfg, bool *file_set)
             if (strcmp(settings[i].name, key) == 0)
                 hit = &settings[i];
         if (hit == NULL) {
-            fc_err("%s:%d: unknown key '%.60s' (known: scheduler, files, discovery, token, "
-                   "tls-ca, tls-cert, tls-key, tls-server-name, timeout, log-level)",
-                   cfg->config_path, lineno, key);
+            char known[256];
+            size_t used = 0;
+            for (size_t i = 0; i < N_SETTINGS && used < sizeof(known); i++)
+                used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s",
+                                         i > 0 ? ", " : "", settings[i].name);
+            fc_err("%s:%d: unknown key '%.60s' (known: %s)", cfg->config_path, lineno, key, known);
             rc = FC_EXIT_USAGE;
             break;
         }
@@ -283,9 +309,24 @@ int fc_config_resolve(struct fc_config *cfg)
         return rc;
     if (cfg->config_path[0] != '\0' && (rc = read_file(cfg, file_set)) != FC_EXIT_OK)
         return rc;
+    if (cfg->farm != NULL) {
+        cfg->farm_fill_scheduler = cfg->scheduler == NULL;
+        cfg->farm_fill_files = cfg->files == NULL;
+        cfg->farm_fill_discovery = cfg->discovery == NULL;
+        if (!pf_beacon_farm_valid(cfg->farm)) {
+            fc_err("bad farm name '%s': letters, digits, '.', '_' and '-' only", cfg->farm);
+            return FC_EXIT_USAGE;
+        }
+    }
     for (size_t i = 0; i < N_SETTINGS; i++)
         if (*slot(cfg, &settings[i]) == NULL && settings[i].def != NULL)
             set_str(slot(cfg, &settings[i]), settings[i].def);
+    uint32_t bport;
+    if (!fc_parse_u32(cfg->beacon_port, 1, 65535, &bport)) {
+        fc_err("bad beacon port '%s': expected 1..65535", cfg->beacon_port);
+        return FC_EXIT_USAGE;
+    }
+    cfg->beacon_port_num = (int)bport;
     if (pf_config_parse_duration_ms(cfg->timeout, &cfg->timeout_ms) != PF_OK ||
         cfg->timeout_ms <= 0) {
         fc_err("bad timeout '%s': expected a duration such as 500ms, 10s or 2m", cfg->timeout);
@@ -299,6 +340,76 @@ int fc_config_resolve(struct fc_config *cfg)
         fc_err("--tls-cert and --tls-key go together: give both or neither");
         return FC_EXIT_USAGE;
     }
+    return FC_EXIT_OK;
+}
+
+/* The lookup's deadline, polled by lib/discovery_client while it retries. */
+static bool farm_deadline_passed(void *arg)
+{
+    return pf_time_mono_ms() >= *(const int64_t *)arg;
+}
+
+int fc_config_find_farm(struct fc_config *cfg)
+{
+    if (cfg->farm == NULL || cfg->farm_found)
+        return FC_EXIT_OK;
+    if (!cfg->farm_fill_scheduler && !cfg->farm_fill_files && !cfg->farm_fill_discovery) {
+        cfg->farm_found = true; /* everything was given: nothing to find */
+        return FC_EXIT_OK;
+    }
+    int64_t deadline = pf_time_mono_ms() + cfg->timeout_ms;
+    bool by_beacon = cfg->farm_fill_discovery;
+    struct pf_discovery_find_opts fo = {
+        .discovery = by_beacon ? NULL : cfg->discovery,
+        .beacon = {.group = cfg->beacon_group,
+                   .port = cfg->beacon_port_num,
+                   .farm = cfg->farm,
+                   .timeout_ms = cfg->timeout_ms,
+                   .stop = farm_deadline_passed,
+                   .stop_arg = &deadline},
+        .retry_ms = 250,
+    };
+    fo.client.tls = (struct pf_tls_files){cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    fo.client.token = cfg->token;
+    fo.client.server_name = cfg->tls_server_name;
+    fo.client.keepalive_ms = -1;
+    char scheds[PF_DISCOVERY_RESOLVE_MAX * PF_RPC_TARGET_MAX], files[PF_RPC_TARGET_MAX],
+        disc[PF_RPC_TARGET_MAX] = "";
+    struct pf_error err;
+    enum pf_status rc = pf_discovery_find_farm(&fo, scheds, sizeof(scheds), files, sizeof(files),
+                                               disc, sizeof(disc), &err);
+    /* The beacon wait ends by its timeout or by the deadline, whichever
+     * is polled first: either way no beacon came when disc is still empty. */
+    if ((rc == PF_E_DEADLINE || rc == PF_E_CANCELLED) && by_beacon && disc[0] == '\0') {
+        fc_err("no beacon of farm '%s' heard on %s:%d within %lld ms — is pf-discovery running "
+               "with --beacon on this LAN, and the farm name right? (or give --scheduler and "
+               "--files)",
+               cfg->farm, cfg->beacon_group, cfg->beacon_port_num, (long long)cfg->timeout_ms);
+        return FC_EXIT_UNREACHABLE;
+    }
+    if (rc == PF_E_CANCELLED) {
+        fc_err("pf-discovery at %s named no scheduler and pf-files of farm '%s' within %lld ms — "
+               "are they running and registered with it (their --discovery flag)?",
+               by_beacon ? disc : cfg->discovery, cfg->farm, (long long)cfg->timeout_ms);
+        return FC_EXIT_UNREACHABLE;
+    }
+    if (rc != PF_OK) {
+        fc_err("could not find farm '%s': %s", cfg->farm, err.msg);
+        return FC_EXIT_UNREACHABLE;
+    }
+    if (cfg->farm_fill_scheduler) {
+        set_str(&cfg->scheduler, scheds);
+        for (size_t i = 0; i < cfg->n_sched_addrs; i++)
+            free(cfg->sched_addrs[i]);
+        cfg->n_sched_addrs = 0;
+        if (split_addrs(cfg) != FC_EXIT_OK)
+            return FC_EXIT_UNREACHABLE;
+    }
+    if (cfg->farm_fill_files)
+        set_str(&cfg->files, files);
+    if (cfg->farm_fill_discovery)
+        set_str(&cfg->discovery, disc);
+    cfg->farm_found = true;
     return FC_EXIT_OK;
 }
 

@@ -44,7 +44,14 @@ struct fc_config {
     int64_t timeout_ms;
     char *config;    /* --config / PRINTFARM_CONFIG */
     char *log_level; /* lib log level: warn by default */
+    char *farm;      /* find the farm by this name (beacon or --discovery) */
+    char *beacon_group;
+    char *beacon_port; /* text form until resolved */
+    int beacon_port_num;
     bool json;
+    /* --farm: which addresses the lookup fills in (they were not given), and
+     * whether it ran (fc_config_find_farm does it once, on first use). */
+    bool farm_fill_scheduler, farm_fill_files, farm_fill_discovery, farm_found;
     char config_path[512]; /* the file actually read, "" when none */
     char *sched_addrs[FC_ADDRS_MAX];
     size_t n_sched_addrs;
@@ -73,6 +80,12 @@ extern const struct option fc_global_options[];
  * FC_EXIT_OK or FC_EXIT_USAGE after printing the reason. */
 int fc_config_resolve(struct fc_config *cfg);
 void fc_config_release(struct fc_config *cfg);
+/* With --farm: finds the farm once (pf-discovery from the LAN beacon unless
+ * --discovery is given, then the scheduler leader and pf-files from it) and
+ * fills in the addresses that were not given. No-op without --farm or when
+ * already done. FC_EXIT_OK, or FC_EXIT_UNREACHABLE after printing why.
+ * Blocking for at most about cfg->timeout_ms. */
+int fc_config_find_farm(struct fc_config *cfg);
 
 /* Parses argv[1..] of a command (argv[0] is its last word) with its options
  * and the global ones, then resolves the configuration. On true,
