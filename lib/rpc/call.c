@@ -16,6 +16,15 @@
 
 static void call_destroy(struct pf_rpc_call *c);
 
+/* Adds delta to the call's queued bytes and, unless the call was evicted, to
+ * the server's total (c->mu held). */
+static void account_locked(struct pf_rpc_call *c, long long delta)
+{
+    c->queued_bytes = (size_t)((long long)c->queued_bytes + delta);
+    if (!c->uncounted)
+        atomic_fetch_add(&c->server->queued_total, delta);
+}
+
 struct pf_rpc_call *pf_rpc_call_new(struct pf_rpc_server *s, struct method_entry *e)
 {
     struct pf_rpc_call *c = calloc(1, sizeof(*c));
@@ -67,6 +76,8 @@ static void call_destroy(struct pf_rpc_call *c)
 
     if (c->accepted && c->entry->m.on_free != NULL)
         c->entry->m.on_free(c);
+    if (!c->uncounted && c->queued_bytes > 0)
+        atomic_fetch_sub(&s->queued_total, (long long)c->queued_bytes);
     grpc_metadata_array_destroy(&c->req_md);
     grpc_call_details_destroy(&c->details);
     if (c->payload != NULL)
@@ -170,10 +181,12 @@ static void start_write_locked(struct pf_rpc_call *c)
     n++;
     c->w_cur = m;
     c->write_busy = true;
+    c->write_started_ms = pf_time_mono_ms();
     if (!start_batch_locked(c, ops, n, &c->t_write)) {
         c->write_busy = false;
         c->w_cur = NULL;
-        c->queued_bytes -= m->len;
+        c->write_started_ms = 0;
+        account_locked(c, -(long long)m->len);
         grpc_byte_buffer_destroy(m->bb);
         free(m);
     }
@@ -206,6 +219,7 @@ static void start_status_locked(struct pf_rpc_call *c)
         struct out_msg *m = c->q_head;
         c->q_head = c->q_tail = NULL;
         c->w_cur = m;
+        c->write_started_ms = pf_time_mono_ms();
         memset(&ops[n], 0, sizeof(ops[n]));
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = m->bb;
@@ -430,11 +444,12 @@ static void on_write(struct pf_rpc_call *c, bool ok)
     pthread_mutex_lock(&c->mu);
     c->write_busy = false;
     if (c->w_cur != NULL) {
-        c->queued_bytes -= c->w_cur->len;
+        account_locked(c, -(long long)c->w_cur->len);
         grpc_byte_buffer_destroy(c->w_cur->bb);
         free(c->w_cur);
         c->w_cur = NULL;
     }
+    c->write_started_ms = 0;
     if (ok && !c->closed) {
         if (c->q_head != NULL && !(c->status_wanted && c->q_head->next == NULL))
             start_write_locked(c);
@@ -453,11 +468,12 @@ static void on_status(struct pf_rpc_call *c)
 {
     pthread_mutex_lock(&c->mu);
     if (c->w_cur != NULL) {
-        c->queued_bytes -= c->w_cur->len;
+        account_locked(c, -(long long)c->w_cur->len);
         grpc_byte_buffer_destroy(c->w_cur->bb);
         free(c->w_cur);
         c->w_cur = NULL;
     }
+    c->write_started_ms = 0;
     pthread_mutex_unlock(&c->mu);
     complete(c);
 }
@@ -474,7 +490,7 @@ static void on_close_event(struct pf_rpc_call *c)
     while (c->q_head != NULL) {
         struct out_msg *q = c->q_head;
         c->q_head = q->next;
-        c->queued_bytes -= q->len;
+        account_locked(c, -(long long)q->len);
         grpc_byte_buffer_destroy(q->bb);
         free(q);
     }
@@ -484,7 +500,7 @@ static void on_close_event(struct pf_rpc_call *c)
     live_remove(c);
     pf_metric_add(c->server->m_inflight, NULL, -1);
     if (!had_status)
-        record_status(c, GRPC_STATUS_CANCELLED);
+        record_status(c, c->uncounted ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_CANCELLED);
     if (c->entry->registered != NULL && m->on_close != NULL && !c->on_close_called) {
         c->on_close_called = true;
         m->on_close(c, cancelled || !had_status);
@@ -580,19 +596,82 @@ int64_t pf_rpc_call_deadline_left_ms(const struct pf_rpc_call *c)
     return (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
 }
 
+/* Ends a call whose client does not read: cancels it with RESOURCE_EXHAUSTED
+ * and takes its queued bytes out of the server's total at once (the memory
+ * itself is freed when the core completes the cancelled batches). c->mu held. */
+static void evict_locked(struct pf_rpc_call *c, const char *why)
+{
+    struct pf_rpc_server *s = c->server;
+    char msg[300];
+
+    snprintf(msg, sizeof(msg),
+             "%s: the server holds %zu bytes for this call (%zu at most for all clients); "
+             "read the responses faster or retry later",
+             why, c->queued_bytes, s->opts.max_total_queued_bytes);
+    atomic_fetch_sub(&s->queued_total, (long long)c->queued_bytes);
+    c->uncounted = true;
+    c->status_wanted = true; /* nothing more is sent, no finish counts */
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
+    pf_metric_add(s->m_evicted, NULL, 1);
+    pf_log_warn("rpc_call_evicted", "method=%s queued_bytes=%zu reason=\"%s\"",
+                pf_rpc_call_method(c), c->queued_bytes, why);
+}
+
+/* Over the server's bound: evicts every call (but keep) whose write has been
+ * stuck for PF_RPC_STALL_MS. Takes the server mutex, so it must not run with
+ * a call mutex held; when the server mutex is busy (a health update sending
+ * under it, possibly on this thread) it does nothing. */
+static void evict_stalled(struct pf_rpc_server *s, struct pf_rpc_call *keep)
+{
+    int64_t now = pf_time_mono_ms();
+
+    if (pthread_mutex_trylock(&s->mu) != 0)
+        return;
+    for (struct pf_rpc_call *c = s->live_list.live_next; c != &s->live_list; c = c->live_next) {
+        if (c == keep)
+            continue;
+        pthread_mutex_lock(&c->mu);
+        if (!c->closed && !c->uncounted && c->w_cur != NULL && c->write_started_ms != 0 &&
+            now - c->write_started_ms >= PF_RPC_STALL_MS)
+            evict_locked(c, "client stopped reading");
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void pf_rpc_server_evict_stalled(struct pf_rpc_server *s)
+{
+    if ((size_t)atomic_load(&s->queued_total) > s->opts.max_total_queued_bytes)
+        evict_stalled(s, NULL);
+}
+
 /* Queues slice (ownership passes to the call, whatever the result). */
 static enum pf_status enqueue_slice(struct pf_rpc_call *c, grpc_slice slice)
 {
+    struct pf_rpc_server *s = c->server;
     size_t len = GRPC_SLICE_LENGTH(slice);
+    size_t limit = s->opts.max_total_queued_bytes;
     struct out_msg *m;
     enum pf_status rc = PF_OK;
 
+    if ((size_t)atomic_load(&s->queued_total) + len > limit)
+        evict_stalled(s, c);
     pthread_mutex_lock(&c->mu);
     if (c->closed || c->status_wanted) {
         rc = PF_E_CANCELLED;
         goto out_unlock;
     }
-    if (c->queued_bytes > 0 && c->queued_bytes + len > c->server->opts.max_queued_bytes) {
+    if (c->queued_bytes > 0 && c->queued_bytes + len > s->opts.max_queued_bytes) {
+        rc = PF_E_RESOURCE;
+        goto out_unlock;
+    }
+    /* A call with nothing queued may always queue one small message (a unary
+     * reply, an event for a watcher that keeps up); anything else that does
+     * not fit ends its call rather than let the total grow (stalled calls
+     * were evicted first). */
+    if ((c->queued_bytes > 0 || len > PF_RPC_SMALL_MESSAGE) &&
+        (size_t)atomic_load(&s->queued_total) + len > limit) {
+        evict_locked(c, "server write buffers are full");
         rc = PF_E_RESOURCE;
         goto out_unlock;
     }
@@ -608,7 +687,7 @@ static enum pf_status enqueue_slice(struct pf_rpc_call *c, grpc_slice slice)
     else
         c->q_head = m;
     c->q_tail = m;
-    c->queued_bytes += len;
+    account_locked(c, (long long)len);
     start_write_locked(c);
 out_unlock:
     pthread_mutex_unlock(&c->mu);

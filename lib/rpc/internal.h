@@ -51,6 +51,8 @@ struct pf_rpc_call {
     struct out_msg *q_head, *q_tail;
     struct out_msg *w_cur; /* the message in the write or status batch */
     size_t queued_bytes;
+    bool uncounted;           /* its queued bytes left the server's total (evicted) */
+    int64_t write_started_ms; /* monotonic ms of the write in flight; 0 = none */
     grpc_status_code status_code;
     char *status_msg;
     grpc_metadata trailers[4];
@@ -100,6 +102,7 @@ struct pf_rpc_server {
     bool shutdown_done;
     struct pf_rpc_tag t_shutdown;
     atomic_long live;             /* call structs alive, posted requests included */
+    atomic_llong queued_total;    /* bytes queued by every call (bar evicted ones) */
     pthread_mutex_t mu;           /* guards the live list and health state */
     struct pf_rpc_call live_list; /* sentinel of accepted calls */
     struct timer_entry *timers;
@@ -108,13 +111,17 @@ struct pf_rpc_server {
     size_t health_count;
     struct health_watch *watches;
 
-    struct pf_metric *m_calls, *m_duration, *m_inflight;
+    struct pf_metric *m_calls, *m_duration, *m_inflight, *m_evicted;
 };
 
 /* call.c */
 struct pf_rpc_call *pf_rpc_call_new(struct pf_rpc_server *s, struct method_entry *e);
 void pf_rpc_call_post(struct pf_rpc_call *c);
 void pf_rpc_call_event(struct pf_rpc_tag *t, bool ok);
+/* When the server's queued bytes are over max_total_queued_bytes, cancels the
+ * calls whose write has been stuck for PF_RPC_STALL_MS (RESOURCE_EXHAUSTED).
+ * Takes the server mutex: never with a call mutex held. */
+void pf_rpc_server_evict_stalled(struct pf_rpc_server *s);
 /* health.c */
 void pf_rpc_health_register(struct pf_rpc_server *s);
 void pf_rpc_health_shutdown(struct pf_rpc_server *s);

@@ -38,6 +38,13 @@ bool pf_signals_stop_requested(void)
     return g_stop_signal != 0;
 }
 
+/* Keeps the bytes held for clients that do not read bounded even when no
+ * call is sending (completion-queue thread, every 500 ms). */
+static void evict_timer(void *arg)
+{
+    pf_rpc_server_evict_stalled(arg);
+}
+
 struct pf_rpc_server *pf_rpc_server_create(const struct pf_rpc_server_opts *opts,
                                            struct pf_error *err)
 {
@@ -65,6 +72,8 @@ struct pf_rpc_server *pf_rpc_server_create(const struct pf_rpc_server_opts *opts
         s->opts.max_message_bytes = 4 * 1024 * 1024 + 64 * 1024;
     if (s->opts.max_queued_bytes == 0)
         s->opts.max_queued_bytes = 16 * 1024 * 1024;
+    if (s->opts.max_total_queued_bytes == 0)
+        s->opts.max_total_queued_bytes = 64 * 1024 * 1024;
     if (s->opts.shutdown_grace_ms <= 0)
         s->opts.shutdown_grace_ms = 5000;
     pthread_mutex_init(&s->mu, NULL);
@@ -83,6 +92,11 @@ struct pf_rpc_server *pf_rpc_server_create(const struct pf_rpc_server_opts *opts
                                              "method,code", NULL, 0);
         s->m_inflight = pf_metrics_gauge(opts->metrics, "printfarm_rpc_in_flight",
                                          "gRPC calls in progress", NULL);
+        s->m_evicted = pf_metrics_counter(
+            opts->metrics, "printfarm_rpc_write_evictions_total",
+            "calls ended with RESOURCE_EXHAUSTED because the server held too many bytes "
+            "for clients that do not read",
+            NULL);
     }
 
     grpc_init();
@@ -106,6 +120,7 @@ struct pf_rpc_server *pf_rpc_server_create(const struct pf_rpc_server_opts *opts
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     pf_rpc_health_register(s);
+    pf_rpc_server_every(s, 500, evict_timer, s);
     return s;
 }
 

@@ -62,12 +62,25 @@ struct pf_rpc_server_opts {
     const struct pf_auth *auth; /* NULL = tokens off; borrowed, outlives the server */
     size_t max_message_bytes;   /* receive and send limit; 0 = 4 MiB + 64 KiB */
     size_t max_queued_bytes;    /* per call write queue bound; 0 = 16 MiB */
+    /* Bound on the bytes queued by all calls together; 0 = 64 MiB. Past it,
+     * calls whose write has been stuck for PF_RPC_STALL_MS are cancelled with
+     * RESOURCE_EXHAUSTED, and a send that still does not fit ends its own
+     * call the same way (a call with nothing queued may always queue one
+     * message of up to PF_RPC_SMALL_MESSAGE). See README.md, "Clients that
+     * do not read". */
+    size_t max_total_queued_bytes;
     int64_t shutdown_grace_ms;  /* in-flight calls get this long on shutdown; 0 = 5000 */
     struct pf_metrics *metrics; /* borrowed; NULL = no rpc metrics */
     const char *name;           /* the service name for health, "printfarm.v1.Files" */
 };
 
 struct pf_rpc_server;
+
+/* A write outstanding this long means the client is not reading. */
+#define PF_RPC_STALL_MS 2000
+/* A call with nothing queued may queue one message this small even when the
+ * server is over max_total_queued_bytes. */
+#define PF_RPC_SMALL_MESSAGE (64 * 1024)
 
 /* Creates a server (not listening yet). Returns NULL with err set when the
  * TLS files cannot be read. */
@@ -128,7 +141,8 @@ void pf_rpc_call_unref(struct pf_rpc_call *call);
 
 /* Queues one message. PF_E_CANCELLED when the call is over or a status was
  * already given; PF_E_RESOURCE when the call's write queue is full (a client
- * that does not read); the bytes are copied. */
+ * that does not read), or when the server-wide bound is reached (the call has
+ * then been ended with RESOURCE_EXHAUSTED already); the bytes are copied. */
 enum pf_status pf_rpc_call_send(struct pf_rpc_call *call, const void *data, size_t len);
 enum pf_status pf_rpc_call_send_msg(struct pf_rpc_call *call, const ProtobufCMessage *msg);
 /* Bytes queued and not yet written. */
