@@ -245,7 +245,9 @@ PF_SCHEDULER_2_PORT=$(port)
 PF_FILES_PORT=$(port)
 PF_DISCOVERY_PORT=$(port)
 PF_PROMETHEUS_PORT=$(port)
+PF_WEB_PORT=$(port)
 export PF_SCHEDULER_1_PORT PF_SCHEDULER_2_PORT PF_FILES_PORT PF_DISCOVERY_PORT PF_PROMETHEUS_PORT
+export PF_WEB_PORT
 
 compose config -q || die "docker-compose rejects deploy/compose.yaml"
 # The Raspberry Pi variant: valid, marlin driver, the serial device passed in.
@@ -310,6 +312,15 @@ submit_and_wait() {
 job1="$(submit_and_wait 1)"
 say "job $job1 printed by a simulated printer"
 
+phase "web page (pf-web)"
+WEB="http://$PUBLIC:$PF_WEB_PORT"
+curl -fsS --max-time 5 "$WEB/" | grep -q '<title>' || die "pf-web does not serve the page at $WEB/"
+curl -fsS --max-time 10 -c "$WORK/web-cookies" --data-urlencode "token=$PRINTFARM_TOKEN" \
+    "$WEB/api/login" | grep -q '"role":"operator"' || die "pf-web refused the operator token"
+curl -fsS --max-time 10 -b "$WORK/web-cookies" "$WEB/api/jobs" | grep -q "$job1" ||
+    die "pf-web's job list does not show job $job1"
+say "pf-web: operator login, job $job1 listed"
+
 phase "backup (pg_dump, as documented)"
 compose exec -T -u postgres postgres pg_dump printfarm >"$WORK/printfarm.sql" ||
     die "pg_dump in the postgres container failed"
@@ -328,12 +339,12 @@ health = sorted((t["labels"]["job"], t["labels"]["instance"], t["health"]) for t
 print(health, file=sys.stderr)
 sys.exit(0 if len(health) == want and all(h == "up" for _, _, h in health) else 1)' "$1"
 }
-# 2 schedulers, files, discovery, 2 agent containers, prometheus itself
-if ! try 90 targets_up 7; then
-    targets_up 7 || true
-    die "Prometheus does not report all 7 targets up"
+# 2 schedulers, files, discovery, web, 2 agent containers, prometheus itself
+if ! try 90 targets_up 8; then
+    targets_up 8 || true
+    die "Prometheus does not report all 8 targets up"
 fi
-say "Prometheus: all 7 targets up"
+say "Prometheus: all 8 targets up"
 # query EXPR: prints the first value of an instant query (empty when none).
 query() {
     curl -fsS --max-time 5 -G "$PROM/api/v1/query" --data-urlencode "query=$1" |
