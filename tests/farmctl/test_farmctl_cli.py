@@ -201,6 +201,30 @@ def test_follower_redirects_to_the_leader(two_replicas, tmp_path):
     run_farmctl("job", "cancel", job_id, farm=farm, check=0)
 
 
+def test_redirect_to_unreachable_leader_falls_through(farm_factory):
+    """A follower names the leader by its --advertise address; when that does
+    not resolve from here (a leader inside Docker advertising its compose
+    name), farmctl tries the next configured address, and when there is none
+    says what to fix."""
+    farm = farm_factory(replicas=1, extra_args=["--advertise", "leader.invalid:7400"])
+    leader = farm.leader()
+    # (a later flag wins: the follower advertises a name of its own)
+    follower = farm.start_scheduler(extra_args=["--advertise", "follower.invalid:7401"])
+    assert farm.leader() is leader
+
+    def redirected():  # the follower learns the leader from the lease
+        r = run_farmctl("jobs", schedulers=[follower.address], files=farm.files.address)
+        return r if "leader.invalid" in r.err else None
+
+    r = wait_until(redirected, 30, "the follower to redirect to the leader")
+    assert r.rc == 3, r
+    assert "cannot reach the scheduler at leader.invalid:7400" in r.err, r
+    assert "--advertise address must be reachable" in r.err, r
+    r = run_farmctl("--json", "jobs", schedulers=[follower.address, leader.address],
+                    files=farm.files.address, check=0)
+    assert isinstance(r.json["jobs"], list), r
+
+
 def test_wrong_token(farm_factory, tmp_path):
     farm = farm_factory(tokens=[("admin", "root", "root-token-0123456789abcdef"),
                                 ("viewer", "wall", "viewer-token-0123456789abc")])

@@ -95,6 +95,13 @@ int fc_report(const struct fc_ctx *ctx, const char *service, const char *target,
                reach_reason(rest, ctx->cfg.timeout_ms, buf, sizeof(buf)), hint);
         return FC_EXIT_UNREACHABLE;
     }
+    if (err->code == PF_E_UNAVAILABLE && strcasestr(rest, "DNS resolution failed") != NULL) {
+        fc_err("cannot reach %s at %s: the host name does not resolve from here — when a "
+               "follower redirected there, the leader's --advertise address must be reachable "
+               "from this machine",
+               service, target);
+        return FC_EXIT_UNREACHABLE;
+    }
     switch (err->code) {
     case PF_E_UNAUTHENTICATED:
         fc_err("%s at %s refused the request: %s — check the token (--token, PRINTFARM_TOKEN or "
@@ -126,6 +133,13 @@ static bool is_connect_failure(const struct pf_error *err)
     return strncmp(err->msg, "cannot reach ", 13) == 0 || err->code == PF_E_DEADLINE;
 }
 
+/* Worth trying the next replica: this one could not be reached, has no
+ * leader, or redirected to a leader address that does not work from here. */
+static bool try_next(const struct pf_error *err)
+{
+    return is_connect_failure(err) || err->code == PF_E_UNAVAILABLE;
+}
+
 static enum pf_status open_sched(struct fc_ctx *ctx, size_t i, struct pf_error *err)
 {
     struct pf_rpc_client_opts o;
@@ -142,10 +156,11 @@ static enum pf_status open_sched(struct fc_ctx *ctx, size_t i, struct pf_error *
 int fc_sched_call(struct fc_ctx *ctx, const char *method, const ProtobufCMessage *req,
                   const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **reply)
 {
-    struct pf_error err, first_err;
+    struct pf_error err, first_err, other_err;
     size_t n = ctx->cfg.n_sched_addrs;
     size_t start = ctx->sched != NULL ? ctx->sched_index : 0;
-    bool have_first = false;
+    bool have_first = false, have_other = false;
+    size_t other_index = 0;
 
     *reply = NULL;
     int found = fc_config_find_farm(&ctx->cfg);
@@ -166,9 +181,18 @@ int fc_sched_call(struct fc_ctx *ctx, const char *method, const ProtobufCMessage
             first_err = err;
             have_first = true;
         }
-        if (!is_connect_failure(&err))
+        if (!try_next(&err))
             return fc_report(ctx, "the scheduler", ctx->cfg.sched_addrs[i], &err);
+        if (!is_connect_failure(&err) && !have_other) {
+            other_err = err;
+            other_index = i;
+            have_other = true;
+        }
     }
+    /* A replica answered but could not help (no leader, or a redirect that
+     * does not work from here): that says more than the unreachable ones. */
+    if (have_other)
+        return fc_report(ctx, "the scheduler", ctx->cfg.sched_addrs[other_index], &other_err);
     /* every address failed to connect */
     if (n > 1) {
         char all[512];
