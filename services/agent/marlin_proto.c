@@ -795,6 +795,10 @@ static void drop_link(struct pf_marlin *m)
     m->probes_out = 0;
     m->attempts = 0;
     m->send_pos = m->next_new;
+    /* The numbering starts over, so no line sent so far may go again: a late
+     * or noisy "Resend:" must not replay a forgotten print's line (or credit
+     * its progress); one for an old number is now out of range. */
+    m->hist_lo = m->next_new;
     m->need_sync = true;
 }
 
@@ -1319,6 +1323,10 @@ enum pf_status pf_marlin_start(struct pf_marlin *m, const struct pf_marlin_sourc
     m->file_commands = 0;
     m->fence_sent = false;
     m->fence_acked = false;
+    /* Lines of an earlier print still kept for resends stop being file lines:
+     * a resend of one must not count toward this print's progress. */
+    for (unsigned i = 0; i < m->cfg.history; i++)
+        m->hist[i].from_file = false;
     memset(&m->progress, 0, sizeof m->progress);
     m->progress.bytes_total = total_bytes;
     m->need_sync = true;

@@ -1,8 +1,8 @@
-/* Validation and the byte format of bundle manifests (see bundle.h). A
- * manifest is user input twice over: once in a PutBundle request and again
- * when read back from disk, so both paths run the same validation, and every
- * message names the field and index that broke a rule while quoting user
- * text only in escaped, truncated form. */
+/* Validation and the byte format of bundle manifests, and the request checks
+ * of the Files API (see bundle.h). A manifest is user input twice over: once
+ * in a PutBundle request and again when read back from disk, so both paths
+ * run the same validation, and every message names the field and index that
+ * broke a rule while quoting user text only in escaped, truncated form. */
 #include "bundle.h"
 
 #include <math.h>
@@ -315,4 +315,62 @@ enum pf_status pf_bundle_decode(const char *data, size_t len, Printfarm__V1__Bun
     }
     *out = b;
     return PF_OK;
+}
+
+/* ---- request checks of the Files API ---- */
+
+enum pf_status pf_files_check_digest(const Printfarm__V1__Digest *d, const char *field,
+                                     struct pf_digest *out, struct pf_error *err)
+{
+    if (d == NULL || d->sha256 == NULL || d->sha256[0] == '\0')
+        return pf_error_set(err, PF_E_INVALID, "%s is required (64 hex characters)", field);
+    if (pf_digest_from_hex(d->sha256, strlen(d->sha256), out, err) != PF_OK)
+        return pf_error_set(err, PF_E_INVALID, "%s: %.200s", field, err->msg);
+    for (const char *p = d->sha256; *p != '\0'; p++) {
+        if (*p >= 'A' && *p <= 'F')
+            return pf_error_set(err, PF_E_INVALID,
+                                "%s '%.64s' has upper-case hex: digests are lower case", field,
+                                d->sha256);
+    }
+    return PF_OK;
+}
+
+enum pf_status pf_files_check_find_missing(const Printfarm__V1__FindMissingRequest *req,
+                                           struct pf_error *err)
+{
+    if (req->n_digests > PF_FILES_FIND_MISSING_MAX)
+        return pf_error_set(err, PF_E_INVALID, "%zu digests asked at once: at most %d per call",
+                            req->n_digests, PF_FILES_FIND_MISSING_MAX);
+    for (size_t i = 0; i < req->n_digests; i++) {
+        struct pf_digest d;
+        char field[32];
+        snprintf(field, sizeof(field), "digests[%zu]", i);
+        if (pf_files_check_digest(req->digests[i], field, &d, err) != PF_OK)
+            return err->code;
+    }
+    return PF_OK;
+}
+
+bool pf_files_upload_chunk(const uint8_t *data, size_t len, const uint8_t **chunk,
+                           size_t *chunk_len)
+{
+    uint64_t n = 0;
+    size_t i = 1;
+    if (len < 2 || data[0] != 0x12)
+        return false;
+    /* At most 5 length bytes, as protobuf-c reads them: a longer (or
+     * overflowing) prefix is a malformed message for the generic decoder to
+     * refuse, not a chunk. */
+    for (int shift = 0; i < len && shift < 35; shift += 7) {
+        uint8_t b = data[i++];
+        n |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            if (n != len - i)
+                return false;
+            *chunk = data + i;
+            *chunk_len = (size_t)n;
+            return true;
+        }
+    }
+    return false;
 }

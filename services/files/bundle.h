@@ -1,4 +1,5 @@
-/* The bundle manifest codec of pf-files, pure and free of I/O: a bundle (one
+/* The bundle manifest codec of pf-files, pure and free of I/O (with the
+ * request checks of the Files API, at the end): a bundle (one
  * gcode blob per printer profile, plus a name and labels) is stored as a blob
  * whose bytes are the 8-byte magic "PFBNDL1\n" followed by the packed
  * printfarm.v1.Bundle message. The rules a bundle must follow live here, in
@@ -7,8 +8,11 @@
 #ifndef PF_BUNDLE_H
 #define PF_BUNDLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "digest.h"
 #include "printfarm/v1/files.pb-c.h"
 #include "status.h"
 
@@ -52,5 +56,33 @@ enum pf_status pf_bundle_encode(const Printfarm__V1__Bundle *b, char **out, size
  * printfarm__v1__bundle__free_unpacked(*out, NULL); on failure *out is NULL. */
 enum pf_status pf_bundle_decode(const char *data, size_t len, Printfarm__V1__Bundle **out,
                                 struct pf_error *err) PF_MUST_CHECK;
+
+/* ---- request checks of the Files API ----
+ * The validation files_service.c runs on each request before it touches the
+ * disk, kept here, pure, so unit tests and the fuzzer (tests/fuzz) run
+ * exactly what the handlers run. */
+
+/* Digests one FindMissing call may ask about. */
+#define PF_FILES_FIND_MISSING_MAX 10000
+
+/* Reads a Digest field of a request: present, 64 hex characters, lower case
+ * only (so one blob has one name). PF_E_INVALID "FIELD is required (64 hex
+ * characters)" when missing, else naming field and the problem. On PF_OK
+ * *out holds the digest. d is borrowed. */
+enum pf_status pf_files_check_digest(const Printfarm__V1__Digest *d, const char *field,
+                                     struct pf_digest *out, struct pf_error *err) PF_MUST_CHECK;
+
+/* FindMissing: at most PF_FILES_FIND_MISSING_MAX digests, each valid as
+ * pf_files_check_digest ("digests[3]: ..."), so bad input is reported whole
+ * before any blob is looked up. req is borrowed. */
+enum pf_status pf_files_check_find_missing(const Printfarm__V1__FindMissingRequest *req,
+                                           struct pf_error *err) PF_MUST_CHECK;
+
+/* Upload's fast path: true when the serialized UploadRequest data[0..len) is
+ * exactly one `chunk` field (and nothing else), with *chunk and *chunk_len
+ * pointing at its bytes inside data (borrowed); false for anything else,
+ * which the caller decodes with protobuf-c. */
+bool pf_files_upload_chunk(const uint8_t *data, size_t len, const uint8_t **chunk,
+                           size_t *chunk_len);
 
 #endif

@@ -15,7 +15,6 @@
 #include "rpc/pb.h"
 #include "timeutil.h"
 
-#define FIND_MISSING_MAX      10000
 #define DOWNLOAD_QUEUE_CHUNKS 2
 
 struct pf_files_service {
@@ -64,24 +63,6 @@ static void fail(struct pf_rpc_call *call, const char *method, const struct pf_e
     pf_rpc_call_finish_err(call, err);
 }
 
-/* Parses a Digest message field; a missing one is "field is required". */
-static enum pf_status parse_digest(const Printfarm__V1__Digest *d, const char *field,
-                                   struct pf_digest *out, struct pf_error *err)
-{
-    if (d == NULL || d->sha256 == NULL || d->sha256[0] == '\0')
-        return pf_error_set(err, PF_E_INVALID, "%s is required (64 hex characters)", field);
-    if (pf_digest_from_hex(d->sha256, strlen(d->sha256), out, err) != PF_OK)
-        return pf_error_set(err, PF_E_INVALID, "%s: %.200s", field, err->msg);
-    /* The API's textual form is lower case only, so one blob has one name. */
-    for (const char *p = d->sha256; *p != '\0'; p++) {
-        if (*p >= 'A' && *p <= 'F')
-            return pf_error_set(err, PF_E_INVALID,
-                                "%s '%.64s' has upper-case hex: digests are lower case", field,
-                                d->sha256);
-    }
-    return PF_OK;
-}
-
 static void set_digest(Printfarm__V1__Digest *msg, char *hex, const struct pf_digest *d)
 {
     printfarm__v1__digest__init(msg);
@@ -118,29 +99,6 @@ struct upload {
     double started;
 };
 
-/* Reads a message that is exactly `chunk` (field 2, length-delimited) without
- * copying it; false for anything else, which takes the generic decoder. */
-static bool chunk_in_place(const uint8_t *data, size_t len, const uint8_t **chunk,
-                           size_t *chunk_len)
-{
-    uint64_t n = 0;
-    size_t i = 1;
-    if (len < 2 || data[0] != 0x12)
-        return false;
-    for (int shift = 0; i < len && shift < 64; shift += 7) {
-        uint8_t b = data[i++];
-        n |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            if (n != len - i)
-                return false;
-            *chunk = data + i;
-            *chunk_len = (size_t)n;
-            return true;
-        }
-    }
-    return false;
-}
-
 static enum pf_status upload_write(struct pf_files_service *svc, struct upload *u,
                                    const uint8_t *data, size_t len, struct pf_error *err)
 {
@@ -149,7 +107,7 @@ static enum pf_status upload_write(struct pf_files_service *svc, struct upload *
     size_t chunk_len;
     enum pf_status rc = PF_OK;
 
-    if (chunk_in_place(data, len, &chunk, &chunk_len)) {
+    if (pf_files_upload_chunk(data, len, &chunk, &chunk_len)) {
         if (!u->header_seen)
             return pf_error_set(err, PF_E_INVALID,
                                 "the first upload message must carry a "
@@ -173,7 +131,8 @@ static enum pf_status upload_write(struct pf_files_service *svc, struct upload *
                               "upload header sent twice: only the first "
                               "message may carry a header");
         } else if (h->expected != NULL &&
-                   (rc = parse_digest(h->expected, "header.expected", &expected, err)) != PF_OK) {
+                   (rc = pf_files_check_digest(h->expected, "header.expected", &expected, err)) !=
+                       PF_OK) {
             /* rc and err set */
         } else {
             u->header_seen = true;
@@ -431,7 +390,7 @@ static void download_open_work(struct pf_rpc_call *call, const uint8_t *data, si
                    ? PF_FILES_DOWNLOAD_CHUNK_MAX
                    : req->chunk_size;
     d->offset = req->offset;
-    enum pf_status rc = parse_digest(req->digest, "digest", &digest, &err);
+    enum pf_status rc = pf_files_check_digest(req->digest, "digest", &digest, &err);
     printfarm__v1__download_request__free_unpacked(req, NULL);
     if (rc != PF_OK ||
         pf_store_reader_open(svc->store, &digest, d->offset, &d->reader, &d->size, &err) != PF_OK) {
@@ -508,7 +467,7 @@ static void stat_work(struct pf_rpc_call *call, const uint8_t *data, size_t len)
         fail(call, "Stat", &err);
         return;
     }
-    enum pf_status rc = parse_digest(req->digest, "digest", &digest, &err);
+    enum pf_status rc = pf_files_check_digest(req->digest, "digest", &digest, &err);
     printfarm__v1__stat_request__free_unpacked(req, NULL);
     if (rc != PF_OK || pf_store_stat(svc->store, &digest, &size, &err) != PF_OK) {
         fail(call, "Stat", &err);
@@ -532,19 +491,9 @@ static void find_missing_work(struct pf_rpc_call *call, const uint8_t *data, siz
         fail(call, "FindMissing", &err);
         return;
     }
-    if (req->n_digests > FIND_MISSING_MAX) {
-        pf_error_set(&err, PF_E_INVALID, "%zu digests asked at once: at most %d per call",
-                     req->n_digests, FIND_MISSING_MAX);
-        goto out_fail;
-    }
     /* Check every digest before touching the disk, so bad input is reported whole. */
-    for (size_t i = 0; i < req->n_digests; i++) {
-        struct pf_digest d;
-        char field[32];
-        snprintf(field, sizeof(field), "digests[%zu]", i);
-        if (parse_digest(req->digests[i], field, &d, &err) != PF_OK)
-            goto out_fail;
-    }
+    if (pf_files_check_find_missing(req, &err) != PF_OK)
+        goto out_fail;
     resp.missing = calloc(req->n_digests + 1, sizeof(*resp.missing));
     if (resp.missing == NULL) {
         pf_error_set(&err, PF_E_RESOURCE, "out of memory");
@@ -604,7 +553,7 @@ static void put_bundle_work(struct pf_rpc_call *call, const uint8_t *data, size_
         const Printfarm__V1__BundleFile *f = req->bundle->files[i];
         struct pf_digest d;
         uint64_t size;
-        if (parse_digest(f->digest, "files[].digest", &d, &err) != PF_OK)
+        if (pf_files_check_digest(f->digest, "files[].digest", &d, &err) != PF_OK)
             goto out_free_manifest;
         enum pf_status rc = pf_store_stat(svc->store, &d, &size, &err);
         if (rc == PF_E_NOT_FOUND) {
@@ -658,7 +607,7 @@ static void get_bundle_work(struct pf_rpc_call *call, const uint8_t *data, size_
         fail(call, "GetBundle", &err);
         return;
     }
-    enum pf_status rc = parse_digest(req->digest, "digest", &digest, &err);
+    enum pf_status rc = pf_files_check_digest(req->digest, "digest", &digest, &err);
     printfarm__v1__get_bundle_request__free_unpacked(req, NULL);
     if (rc != PF_OK)
         goto out_fail;
