@@ -168,7 +168,13 @@ if ! docker info >/dev/null 2>&1; then
             rm -f "$WORK/dockerd.pid"
         fi
     done
-    docker info >/dev/null 2>&1 || die "no Docker engine could be started"
+    if ! docker info >/dev/null 2>&1; then
+        # The one case this test does not fail on: a machine whose kernel or
+        # sandbox cannot run a Docker engine at all. ctest shows it as
+        # skipped (SKIP_RETURN_CODE 77), with this reason in its output.
+        say "SKIP: no Docker engine could be started on this machine (see the dockerd log above)"
+        exit 77
+    fi
 fi
 
 # ------------------------------------------------------- 2. base image ----
