@@ -1,8 +1,9 @@
 /* What every Printfarm server binary shares: the common flags (--listen,
- * --admin-listen, --log-level, TLS, tokens, limits), logger and metrics set-up,
- * the gRPC server and the admin HTTP server, started and stopped in one order.
- * A service's main.c declares its own flags next to PF_SERVICE_FLAGS, fills a
- * struct pf_service and adds its methods. */
+ * --admin-listen, --log-level, TLS, tokens, message size and send queue
+ * limits), logger and metrics set-up, the gRPC server and the admin HTTP
+ * server, started and stopped in one order. A service's main.c declares its
+ * own flags next to PF_SERVICE_FLAGS, fills a struct pf_service and adds its
+ * methods. */
 #ifndef PF_SERVICE_H
 #define PF_SERVICE_H
 
@@ -21,6 +22,7 @@ struct pf_service_flags {
     char *tls_ca;
     char *tokens;
     uint64_t max_message;
+    uint64_t max_queued;
     int64_t shutdown_grace_ms;
 };
 
@@ -64,6 +66,14 @@ struct pf_service_flags {
          "largest gRPC message accepted or sent",                                                  \
          1024,                                                                                     \
          (int64_t)1 << 30},                                                                        \
+        {"max-queued",                                                                             \
+         PF_FLAG_SIZE,                                                                             \
+         &(f).max_queued,                                                                          \
+         "64M",                                                                                    \
+         "bytes queued for sending by all calls together; past it calls whose client stopped "     \
+         "reading are ended with RESOURCE_EXHAUSTED",                                              \
+         (int64_t)1 << 20,                                                                         \
+         (int64_t)1 << 40},                                                                        \
     {                                                                                              \
         "shutdown-grace", PF_FLAG_DURATION_MS, &(f).shutdown_grace_ms, "5s",                       \
             "how long in-flight calls may finish after SIGTERM", 0, 3600000                        \

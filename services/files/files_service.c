@@ -1,8 +1,10 @@
 /* printfarm.v1.Files: Upload, Download, Stat, FindMissing, PutBundle and
  * GetBundle. Every handler hands its disk work to the worker queue; Upload
  * reads one message at a time (the next read is asked for once the previous
- * chunk is on disk) and Download keeps at most two chunks queued per call, so
- * memory stays bounded however fast or slow the peer is. */
+ * chunk is on disk) and Download keeps at most two chunks queued per call and
+ * holds a read buffer only while it has a chunk to send, so memory stays
+ * bounded however fast or slow the peer is, and a stalled Download costs its
+ * queued chunks plus a few hundred bytes of bookkeeping. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,10 +317,12 @@ struct download {
     bool finished; /* status given */
     bool first;
     double started;
-    uint8_t *buf;
 };
 
-/* Reads and queues chunks until the call's queue is full or the blob ends. */
+/* Reads and queues chunks until the call's queue is full or the blob ends.
+ * Each chunk is read into a buffer allocated for it and freed once the chunk
+ * is packed into the call's send queue: a call waiting for its client to read
+ * holds no read buffer (300 stalled Downloads would otherwise pin 300 MiB). */
 static void download_pump(struct pf_rpc_call *call, const uint8_t *unused, size_t unused_len)
 {
     struct pf_files_service *svc = pf_rpc_call_ctx(call);
@@ -344,20 +348,29 @@ static void download_pump(struct pf_rpc_call *call, const uint8_t *unused, size_
         }
         pthread_mutex_unlock(&d->mu);
 
-        rc = pf_store_reader_read(d->reader, d->buf, d->chunk, &n, &err);
+        uint8_t *buf = malloc(d->chunk);
+        if (buf == NULL) {
+            rc = pf_error_set(&err, PF_E_RESOURCE, "out of memory for a %zu-byte chunk", d->chunk);
+        } else {
+            rc = pf_store_reader_read(d->reader, buf, d->chunk, &n, &err);
+        }
         if (rc == PF_OK || (rc == PF_E_END && d->first)) {
             Printfarm__V1__DownloadResponse resp = PRINTFARM__V1__DOWNLOAD_RESPONSE__INIT;
             resp.size = d->size;
             resp.offset = d->offset;
-            resp.chunk.data = d->buf;
+            resp.chunk.data = buf;
             resp.chunk.len = n;
             d->first = false;
             d->offset += n;
-            if (pf_rpc_call_send_msg(call, &resp.base) != PF_OK)
+            enum pf_status sent = pf_rpc_call_send_msg(call, &resp.base); /* copies */
+            free(buf);
+            if (sent != PF_OK)
                 continue; /* the call ended: the loop notices */
             pf_metric_add(svc->m_bytes_out, NULL, (double)n);
             if (rc == PF_OK)
                 continue;
+        } else {
+            free(buf);
         }
         pthread_mutex_lock(&d->mu);
         d->busy = false;
@@ -394,12 +407,6 @@ static void download_open_work(struct pf_rpc_call *call, const uint8_t *data, si
     printfarm__v1__download_request__free_unpacked(req, NULL);
     if (rc != PF_OK ||
         pf_store_reader_open(svc->store, &digest, d->offset, &d->reader, &d->size, &err) != PF_OK) {
-        fail(call, "Download", &err);
-        return;
-    }
-    d->buf = malloc(d->chunk);
-    if (d->buf == NULL) {
-        pf_error_set(&err, PF_E_RESOURCE, "out of memory for a %zu-byte chunk", d->chunk);
         fail(call, "Download", &err);
         return;
     }
@@ -444,7 +451,6 @@ static void download_free(struct pf_rpc_call *call)
     if (d == NULL)
         return;
     pf_store_reader_close(d->reader);
-    free(d->buf);
     pthread_mutex_destroy(&d->mu);
     free(d);
 }

@@ -47,23 +47,25 @@ GOOD_TIMEOUT = 30
 MAX_MESSAGE = 4 * 1024 * 1024  # the default --max-message of every service
 # Growth of VmRSS over the warmed-up baseline that is still "bounded" while
 # every hostile stream below is open. pf-files is the one that buffers: each
-# unread Download holds its 1 MiB read buffer plus up to two queued chunks,
-# and lib/rpc caps the bytes queued for all calls at 64 MiB (calls past it
-# are ended with RESOURCE_EXHAUSTED), so its growth levels off (measured
-# 125-200 MiB in the normal build, see the report) instead of scaling with
-# the number of streams (before the cap: about 2 MiB per stream, without end).
-# The other two grow by about 14 MiB in the normal build; under ASan every
-# allocation (libgrpc's included) carries redzones, a quarantine and
-# per-thread caches, and they grew by 67 and 94 MiB.
+# unread Download holds up to two queued chunks (its read buffer only exists
+# while a chunk is being read and packed), and lib/rpc caps the bytes queued
+# for all calls at 64 MiB (calls past it are ended with RESOURCE_EXHAUSTED),
+# so its growth levels off near that cap: measured 103-108 MiB in the normal
+# build for 300 Downloads (225 MiB when each Download kept a 1 MiB read
+# buffer for its whole life; about 2 MiB per stream, without end, before the
+# cap). The other two grow by about 14 MiB in the normal build; under ASan
+# every allocation (libgrpc's included) carries redzones, a quarantine and
+# per-thread caches, and they grew by up to 67 and 117 MiB.
 if os.environ.get("PF_SANITIZE") == "1":
-    RSS_GROWTH_LIMIT_KIB = {"files": 320 * 1024, "scheduler": 256 * 1024,
+    RSS_GROWTH_LIMIT_KIB = {"files": 256 * 1024, "scheduler": 256 * 1024,
                             "discovery": 256 * 1024}
 else:
-    RSS_GROWTH_LIMIT_KIB = {"files": 320 * 1024, "scheduler": 64 * 1024,
+    RSS_GROWTH_LIMIT_KIB = {"files": 192 * 1024, "scheduler": 64 * 1024,
                             "discovery": 64 * 1024}
 # What a second wave of N_DOWNLOAD_MORE unread Downloads may add on top
-# (measured +74 MiB; without the cap it was about +400 MiB).
-RSS_SECOND_WAVE_LIMIT_KIB = 128 * 1024
+# (measured +7 to +10 MiB, +17 MiB under ASan; +36 MiB with per-call read buffers, about +400 MiB
+# without the cap).
+RSS_SECOND_WAVE_LIMIT_KIB = 64 * 1024
 
 N_WATCH_EVENTS = 200
 N_CONNECT_SILENT = 50
@@ -387,8 +389,13 @@ def test_streams_never_read(stack):
             if c.done():
                 key = "%s:%s" % (kind, c.code().name)
                 ended[key] = ended.get(key, 0) + 1
-                assert c.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED,), (kind, c.code(),
-                                                                           c.details())
+                # A Connect that never sends its Hello may also be ended by
+                # pf-scheduler's --hello-timeout (10 s) once this is slow.
+                hello_timeout = (kind == "Connect-silent"
+                                 and c.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                                 and "no hello within" in c.details())
+                assert c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED or hello_timeout, \
+                    (kind, c.code(), c.details())
             else:
                 still_open[kind] = still_open.get(kind, 0) + 1
         record("unread_streams still_open=%s ended=%s" % (still_open, ended))
