@@ -16,6 +16,7 @@
 #include "policy.h"
 #include "rpc/pb.h"
 #include "timeutil.h"
+#include "validate.h"
 
 #define BUCKETS         4096
 #define MAX_ENTRIES     200000
@@ -30,6 +31,11 @@ struct stream {
     bool registered; /* holds a call reference for the registry */
     bool welcomed;   /* under the registry mutex */
     bool auto_clear; /* from the hello's capabilities */
+    /* Completion-queue thread only: on the list of streams still waiting for
+     * their hello (see hello_deadline_check) while awaiting is true. */
+    bool awaiting;
+    int64_t opened_at; /* monotonic ms */
+    struct stream *await_prev, *await_next;
 };
 
 struct entry {
@@ -48,6 +54,7 @@ struct pf_sched_agents {
     struct entry *buckets[BUCKETS];
     size_t n_entries;
     size_t n_streams;
+    struct stream awaiting; /* sentinel; completion-queue thread only */
     struct pf_metric *m_streams, *m_attempts, *m_await_clear, *m_messages;
 };
 
@@ -878,21 +885,6 @@ enum pf_status pf_sched_attempt_lose(struct pf_sched *s, struct pf_pg_conn *conn
 
 /* ---- the Connect stream ---- */
 
-/* Printer ids and profiles: 1..64 characters of [A-Za-z0-9._-]. */
-static bool valid_printer_id(const char *id)
-{
-    size_t n = id != NULL ? strlen(id) : 0;
-    if (n == 0 || n > PF_SCHED_PRINTER_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 static void send_msg(struct pf_rpc_call *call, const Printfarm__V1__SchedulerMessage *m)
 {
     if (pf_rpc_call_send_msg(call, &m->base) == PF_E_RESOURCE)
@@ -1478,6 +1470,49 @@ static void record_state_change(struct pf_sched *s, const char *printer_id,
 
 /* ---- method callbacks (completion-queue thread) ---- */
 
+/* ---- the hello deadline: all on the completion-queue thread ---- */
+
+static void await_add(struct pf_sched_agents *a, struct stream *st)
+{
+    st->awaiting = true;
+    st->opened_at = pf_time_mono_ms();
+    st->await_prev = a->awaiting.await_prev;
+    st->await_next = &a->awaiting;
+    a->awaiting.await_prev->await_next = st;
+    a->awaiting.await_prev = st;
+}
+
+static void await_remove(struct stream *st)
+{
+    if (!st->awaiting)
+        return;
+    st->awaiting = false;
+    st->await_prev->await_next = st->await_next;
+    st->await_next->await_prev = st->await_prev;
+    st->await_prev = st->await_next = NULL;
+}
+
+/* Ends every stream open longer than --hello-timeout without a hello. The
+ * list is in opening order, so the scan stops at the first young stream. */
+static void hello_deadline_check(void *arg)
+{
+    struct pf_sched *s = arg;
+    struct pf_sched_agents *a = s->agents;
+    int64_t now = pf_time_mono_ms();
+    char why[128];
+
+    snprintf(why, sizeof(why), "no hello within %lld ms of opening the Connect stream",
+             (long long)s->cfg.hello_timeout_ms);
+    while (a->awaiting.await_next != &a->awaiting) {
+        struct stream *st = a->awaiting.await_next;
+        if (now - st->opened_at < s->cfg.hello_timeout_ms)
+            break;
+        await_remove(st);
+        pf_log_info("agent_hello_timeout", "timeout_ms=%lld", (long long)s->cfg.hello_timeout_ms);
+        pf_rpc_call_finish(st->call, PF_E_DEADLINE, why);
+    }
+}
+
 static void connect_start(struct pf_rpc_call *call, const uint8_t *req, size_t len)
 {
     struct pf_sched *s = pf_rpc_call_ctx(call);
@@ -1494,6 +1529,7 @@ static void connect_start(struct pf_rpc_call *call, const uint8_t *req, size_t l
     st->s = s;
     st->call = call;
     pf_rpc_call_set_user(call, st);
+    await_add(s->agents, st);
 }
 
 static bool first_message(struct pf_sched *s, struct stream *st, struct pf_rpc_call *call,
@@ -1501,6 +1537,7 @@ static bool first_message(struct pf_sched *s, struct stream *st, struct pf_rpc_c
 {
     struct pf_sched_agents *a = s->agents;
     char why[512];
+    struct pf_error err;
     const Printfarm__V1__AgentHello *h;
 
     if (m->msg_case != PRINTFARM__V1__AGENT_MESSAGE__MSG_HELLO) {
@@ -1508,19 +1545,9 @@ static bool first_message(struct pf_sched *s, struct stream *st, struct pf_rpc_c
         return false;
     }
     h = m->hello;
-    if (!valid_printer_id(h->printer_id)) {
-        snprintf(why, sizeof(why),
-                 "hello.printer_id '%.80s' is not 1..64 characters of [A-Za-z0-9._-]",
-                 h->printer_id != NULL ? h->printer_id : "");
-        pf_rpc_call_finish(call, PF_E_INVALID, why);
-        return false;
-    }
-    if (!valid_printer_id(h->profile)) {
-        snprintf(why, sizeof(why),
-                 "hello.profile '%.80s' is not 1..64 characters of [A-Za-z0-9._-] (a printer "
-                 "profile as bundles name them)",
-                 h->profile != NULL ? h->profile : "");
-        pf_rpc_call_finish(call, PF_E_INVALID, why);
+    if (pf_sched_check_printer_id(h->printer_id, "hello.printer_id", &err) != PF_OK ||
+        pf_sched_check_profile_name(h->profile, "hello.profile", &err) != PF_OK) {
+        pf_rpc_call_finish_err(call, &err);
         return false;
     }
     if (pf_rpc_call_role(call) == PF_ROLE_AGENT &&
@@ -1584,6 +1611,7 @@ static bool connect_message(struct pf_rpc_call *call, const uint8_t *msg, size_t
     }
     pf_metric_inc1(a->m_messages, NULL);
     if (!st->hello_seen) {
+        await_remove(st);
         more = first_message(s, st, call, m, msg, len);
         goto out;
     }
@@ -1705,6 +1733,7 @@ static void connect_close(struct pf_rpc_call *call, bool cancelled)
     if (st == NULL)
         return;
     a = st->s->agents;
+    await_remove(st);
     pthread_mutex_lock(&a->mu);
     struct entry *e = st->hello_seen ? find(a, st->printer_id) : NULL;
     if (e != NULL && e->stream == st) {
@@ -1745,6 +1774,7 @@ enum pf_status pf_sched_agents_create(struct pf_sched *s, struct pf_error *err)
     if (a == NULL)
         return pf_error_set(err, PF_E_RESOURCE, "out of memory");
     pthread_mutex_init(&a->mu, NULL);
+    a->awaiting.await_prev = a->awaiting.await_next = &a->awaiting;
     a->m_streams = pf_metrics_gauge(s->metrics, "printfarm_scheduler_agent_streams",
                                     "agent streams connected to this replica", NULL);
     a->m_attempts = pf_metrics_counter(s->metrics, "printfarm_scheduler_attempts_total",
@@ -1773,7 +1803,16 @@ enum pf_status pf_sched_agents_register(struct pf_sched *s, struct pf_error *err
         .on_close = connect_close,
         .on_free = connect_free,
     };
-    return pf_rpc_server_add(s->rpc, &m, 1, err);
+    enum pf_status rc = pf_rpc_server_add(s->rpc, &m, 1, err);
+    if (rc == PF_OK && s->cfg.hello_timeout_ms > 0) {
+        int64_t every = s->cfg.hello_timeout_ms / 4;
+        pf_rpc_server_every(s->rpc,
+                            every < 10     ? 10
+                            : every > 1000 ? 1000
+                                           : every,
+                            hello_deadline_check, s);
+    }
+    return rc;
 }
 
 void pf_sched_agents_destroy(struct pf_sched *s)

@@ -1011,20 +1011,10 @@ static void get_job_start(struct pf_rpc_call *call, const uint8_t *data, size_t 
 
 /* ---- ListJobs ---- */
 
-static uint32_t state_mask(const int *states, size_t n)
-{
-    uint32_t mask = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (states[i] > 0 && states[i] < 32)
-            mask |= 1u << states[i];
-    }
-    return mask;
-}
-
 static uint64_t list_jobs_filter(const Printfarm__V1__ListJobsRequest *req)
 {
     return pf_sched_page_filter("jobs", req->queue,
-                                state_mask((const int *)req->states, req->n_states));
+                                pf_sched_state_mask((const int *)req->states, req->n_states));
 }
 
 static enum pf_status check_list_jobs(const ProtobufCMessage *msg, struct pf_error *err)
@@ -1427,7 +1417,7 @@ static void cancel_job_start(struct pf_rpc_call *call, const uint8_t *data, size
 static uint64_t list_printers_filter(const Printfarm__V1__ListPrintersRequest *req)
 {
     return pf_sched_page_filter("printers", req->queue,
-                                state_mask((const int *)req->states, req->n_states));
+                                pf_sched_state_mask((const int *)req->states, req->n_states));
 }
 
 static enum pf_status check_list_printers(const ProtobufCMessage *msg, struct pf_error *err)
@@ -1468,7 +1458,7 @@ static enum pf_status list_printers_db(struct pf_sched *s, struct pf_pg_conn *co
     const Printfarm__V1__ListPrintersRequest *req = ((void **)arg)[1];
     Printfarm__V1__ListPrintersResponse resp = PRINTFARM__V1__LIST_PRINTERS_RESPONSE__INIT;
     uint64_t filter = list_printers_filter(req);
-    uint32_t mask = state_mask((const int *)req->states, req->n_states);
+    uint32_t mask = pf_sched_state_mask((const int *)req->states, req->n_states);
     struct pf_sched_page_key key = {0};
     struct printer_page pg = {0};
     char limit[16], token[PF_SCHED_PAGE_TOKEN_MAX];

@@ -14,11 +14,12 @@
 #include "modules.h"
 #include "rpc/pb.h"
 #include "timeutil.h"
+#include "validate.h"
 
 #define PAGE          500
 #define QUEUE_HIGH    (256 * 1024) /* bytes queued on a stream before the pump waits */
 #define STALL_MS      10000
-#define FILTER_ID_MAX 128
+#define FILTER_ID_MAX (PF_SCHED_WATCH_FILTER_ID_MAX + 1)
 
 struct watcher {
     struct pf_sched *s;
@@ -43,11 +44,6 @@ struct pf_sched_events {
     size_t n;
     struct pf_metric *m_watchers, *m_sent;
 };
-
-static bool known_kind(int k)
-{
-    return (k >= 1 && k <= 7) || (k >= 10 && k <= 16) || (k >= 20 && k <= 25) || k == 30;
-}
 
 static void list_remove(struct pf_sched_events *ev, struct watcher *w)
 {
@@ -241,7 +237,7 @@ static void watch_start(struct pf_rpc_call *call, const uint8_t *req, size_t len
     Printfarm__V1__WatchEventsRequest *r = NULL;
     struct watcher *w;
     struct pf_error err;
-    char msg[160];
+    uint64_t kinds = 0;
 
     if (pf_sched_refuse_if_follower(s, call))
         return;
@@ -250,13 +246,8 @@ static void watch_start(struct pf_rpc_call *call, const uint8_t *req, size_t len
         pf_rpc_call_finish_err(call, &err);
         return;
     }
-    if (strlen(r->job_id) >= FILTER_ID_MAX || strlen(r->printer_id) >= FILTER_ID_MAX) {
-        pf_rpc_call_finish(call, PF_E_INVALID,
-                           "job_id and printer_id filters are at most 127 bytes");
-        goto out;
-    }
-    if (r->n_kinds > 64) {
-        pf_rpc_call_finish(call, PF_E_INVALID, "kinds filter lists more than 64 kinds");
+    if (pf_sched_check_watch_events(r, &kinds, &err) != PF_OK) {
+        pf_rpc_call_finish_err(call, &err);
         goto out;
     }
     w = calloc(1, sizeof(*w));
@@ -264,16 +255,7 @@ static void watch_start(struct pf_rpc_call *call, const uint8_t *req, size_t len
         pf_rpc_call_finish(call, PF_E_RESOURCE, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < r->n_kinds; i++) {
-        if (!known_kind((int)r->kinds[i])) {
-            snprintf(msg, sizeof(msg), "kinds[%zu] = %d is not a known EventKind", i,
-                     (int)r->kinds[i]);
-            pf_rpc_call_finish(call, PF_E_INVALID, msg);
-            free(w);
-            goto out;
-        }
-        w->kinds |= (uint64_t)1 << r->kinds[i];
-    }
+    w->kinds = kinds;
     w->s = s;
     w->call = call;
     w->only_new = r->only_new;

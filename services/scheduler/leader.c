@@ -31,6 +31,7 @@ struct pf_sched_leader {
     pthread_cond_t cv;
     bool wake;                         /* under mu */
     char holder_addr[PF_LEASE_ID_MAX]; /* under mu: the leader's advertise address */
+    int64_t holder_until;              /* under mu: monotonic ms after which holder_addr is stale */
     atomic_bool is_leader;
     atomic_bool release_wanted; /* a step-down asks the thread to release */
     atomic_uint_fast64_t epoch;
@@ -103,7 +104,8 @@ void pf_sched_leader_address(struct pf_sched *s, char *out, size_t out_size)
         return;
     }
     pthread_mutex_lock(&l->mu);
-    snprintf(out, out_size, "%s", l->holder_addr);
+    if (pf_time_mono_ms() < l->holder_until)
+        snprintf(out, out_size, "%s", l->holder_addr);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -186,14 +188,57 @@ static void holder_to_addr(const char *holder, char *out, size_t out_size)
     out[n] = '\0';
 }
 
-static void set_holder(struct pf_sched_leader *l, const char *holder)
+/* Records the lease holder and until when (monotonic ms) its lease is known
+ * to be live: refusals name its address only until then. Every round reads
+ * the key again, so a live leader's address stays named; a dead one's goes
+ * when its key expires, even if this thread stalls (a slow fence or Redis). */
+static void set_holder(struct pf_sched *s, const char *holder, int64_t until)
 {
+    struct pf_sched_leader *l = s->leader;
     char addr[PF_LEASE_ID_MAX];
     holder_to_addr(holder != NULL ? holder : "", addr, sizeof(addr));
     pthread_mutex_lock(&l->mu);
     snprintf(l->holder_addr, sizeof(l->holder_addr), "%s", addr);
+    l->holder_until = addr[0] != '\0' ? until : INT64_MIN;
     pthread_mutex_unlock(&l->mu);
     atomic_store(&l->role_known, addr[0] != '\0');
+}
+
+/* KEYS[1] lease key, ARGV[1] the holder just read: the key's PTTL while it
+ * still names that holder, -3 when it names another or is gone. */
+static const char pttl_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                  "  return redis.call('PTTL', KEYS[1])\n"
+                                  "end\n"
+                                  "return -3\n";
+
+/* On a follower, after an acquire found the lease held by holder (NULL or ""
+ * = nobody): names holder until its key expires, by the key's own PTTL
+ * counted from before the request was sent (so never later than Redis drops
+ * it). A key that changed or vanished in between, or a Redis error, leaves
+ * no leader known until the next round reads it again. */
+static void follow(struct pf_sched *s, const char *holder)
+{
+    struct pf_sched_leader *l = s->leader;
+    struct pf_error err;
+    long long pttl = -3;
+    int64_t sent = pf_time_mono_ms();
+
+    if (holder == NULL || holder[0] == '\0') {
+        set_holder(s, "", 0);
+        return;
+    }
+    const char *const argv[] = {"EVAL", pttl_script, "1", PF_SCHED_LEASE_KEY, holder};
+    if (pf_redis_command_integer(l->redis, 5, argv, NULL, &pttl, &err) != PF_OK) {
+        pf_log_warn("lease_pttl_failed", "error=\"%s\"", err.msg);
+        pttl = -3;
+    }
+    if (pttl == -1) /* no expiry: not a key we wrote; trust it for one ttl */
+        pttl = s->cfg.lease_ttl_ms;
+    if (pttl < 0) {
+        set_holder(s, "", 0);
+        return;
+    }
+    set_holder(s, holder, sent + pttl);
 }
 
 static bool ensure_clients(struct pf_sched *s)
@@ -308,7 +353,7 @@ static void become_leader(struct pf_sched *s)
     atomic_store(&l->valid_until, pf_lease_state_valid_until(&l->lease.state));
     atomic_store(&l->since, now);
     atomic_store(&l->release_wanted, false);
-    set_holder(l, s->cfg.advertise);
+    set_holder(s, s->cfg.advertise, pf_lease_state_valid_until(&l->lease.state));
     atomic_store(&l->is_leader, true);
     pf_metric_set(l->m_leader, NULL, 1);
     pf_metric_set(l->m_epoch, NULL, (double)epoch);
@@ -354,7 +399,7 @@ static void round_once(struct pf_sched *s)
         } else if (!held) {
             char why[PF_LEASE_ID_MAX + 32];
             snprintf(why, sizeof(why), "lease now held by '%s'", l->lease.state.holder);
-            set_holder(l, l->lease.state.holder);
+            follow(s, l->lease.state.holder);
             pf_sched_step_down(s, why);
         } else {
             atomic_store(&l->valid_until, pf_lease_state_valid_until(&l->lease.state));
@@ -364,12 +409,15 @@ static void round_once(struct pf_sched *s)
         enum pf_status rc = pf_lease_acquire(&l->lease, &won, &err);
         if (rc != PF_OK) {
             pf_log_warn("lease_acquire_failed", "error=\"%s\"", err.msg);
-            set_holder(l, "");
+            set_holder(s, "", 0);
         } else if (won) {
+            /* The lease names this replica now, not the one before: until
+             * the fence is through, no leader is known. */
+            set_holder(s, s->cfg.advertise, pf_lease_state_valid_until(&l->lease.state));
             if (!atomic_load(&l->stop) && !pf_signals_stop_requested())
                 become_leader(s);
         } else {
-            set_holder(l, l->lease.state.holder);
+            follow(s, l->lease.state.holder);
         }
     }
     now = pf_time_mono_ms();

@@ -27,6 +27,7 @@ struct sched_flags {
     int64_t lease_ttl_ms;
     int64_t lease_renew_ms;
     int64_t lost_grace_ms;
+    int64_t hello_timeout_ms;
     int64_t dispatch_interval_ms;
     int64_t status_interval_ms;
     int64_t max_attempts_per_printer;
@@ -118,6 +119,10 @@ int main(int argc, char **argv)
          "how often the leader renews (and followers try) the lease", 10, 1200000},
         {"lost-grace", PF_FLAG_DURATION_MS, &f.lost_grace_ms, "30s",
          "how long an attempt waits for its disconnected agent before it is lost", 0, 86400000},
+        {"hello-timeout", PF_FLAG_DURATION_MS, &f.hello_timeout_ms, "10s",
+         "a Connect stream that sends no hello this long after opening ends with "
+         "DEADLINE_EXCEEDED (0: wait forever)",
+         0, 3600000},
         {"dispatch-interval", PF_FLAG_DURATION_MS, &f.dispatch_interval_ms, "1s",
          "dispatch round period (rounds also run when kicked)", 10, 3600000},
         {"status-interval", PF_FLAG_DURATION_MS, &f.status_interval_ms, "1s",
@@ -172,6 +177,7 @@ int main(int argc, char **argv)
         .lease_ttl_ms = f.lease_ttl_ms,
         .lease_renew_ms = f.lease_renew_ms,
         .lost_grace_ms = f.lost_grace_ms,
+        .hello_timeout_ms = f.hello_timeout_ms,
         .dispatch_interval_ms = f.dispatch_interval_ms,
         .status_interval_ms = f.status_interval_ms,
         .default_max_attempts_per_printer = f.max_attempts_per_printer,

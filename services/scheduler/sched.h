@@ -32,7 +32,8 @@ struct pf_sched_config {
     const char *instance_id; /* unique per process: "HOST:PORT/pid-random" */
     int64_t lease_ttl_ms;
     int64_t lease_renew_ms;
-    int64_t lost_grace_ms; /* offline printer's attempt becomes lost after */
+    int64_t lost_grace_ms;    /* offline printer's attempt becomes lost after */
+    int64_t hello_timeout_ms; /* a Connect stream with no hello ends after; 0 = never */
     int64_t dispatch_interval_ms;
     int64_t status_interval_ms;               /* asked of agents in Welcome */
     int64_t default_max_attempts_per_printer; /* farm defaults of the failure policy */

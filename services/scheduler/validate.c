@@ -175,6 +175,12 @@ enum pf_status pf_sched_check_printer_id(const char *id, const char *field, stru
     return check_name(id, field, PF_SCHED_PRINTER_NAME_MAX, err);
 }
 
+enum pf_status pf_sched_check_profile_name(const char *profile, const char *field,
+                                           struct pf_error *err)
+{
+    return check_name(profile, field, PF_SCHED_PROFILE_NAME_MAX, err);
+}
+
 enum pf_status pf_sched_check_digest(const Printfarm__V1__Digest *d, const char *field,
                                      struct pf_error *err)
 {
@@ -630,6 +636,16 @@ enum pf_status pf_sched_page_size(uint32_t requested, uint32_t *out, struct pf_e
     return PF_OK;
 }
 
+uint32_t pf_sched_state_mask(const int *states, size_t n)
+{
+    uint32_t mask = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (states[i] > 0 && states[i] < 32)
+            mask |= 1u << states[i];
+    }
+    return mask;
+}
+
 uint64_t pf_sched_page_filter(const char *kind, const char *queue, uint32_t state_mask)
 {
     struct pf_digest d;
@@ -774,4 +790,35 @@ Printfarm__V1__PrinterState pf_sched_printer_state_shown(bool quarantined, bool 
     if (awaiting_clear)
         return PRINTFARM__V1__PRINTER_STATE__PRINTER_STATE_AWAITING_CLEAR;
     return PRINTFARM__V1__PRINTER_STATE__PRINTER_STATE_IDLE;
+}
+
+/* ---- WatchEvents ---- */
+
+bool pf_sched_event_kind_known(int kind)
+{
+    return (kind >= 1 && kind <= 7) || (kind >= 10 && kind <= 16) || (kind >= 20 && kind <= 25) ||
+           kind == 30;
+}
+
+enum pf_status pf_sched_check_watch_events(const Printfarm__V1__WatchEventsRequest *req,
+                                           uint64_t *kinds, struct pf_error *err)
+{
+    uint64_t mask = 0;
+
+    if ((req->job_id != NULL && strlen(req->job_id) > PF_SCHED_WATCH_FILTER_ID_MAX) ||
+        (req->printer_id != NULL && strlen(req->printer_id) > PF_SCHED_WATCH_FILTER_ID_MAX))
+        return pf_error_set(err, PF_E_INVALID, "job_id and printer_id filters are at most %d bytes",
+                            PF_SCHED_WATCH_FILTER_ID_MAX);
+    if (req->n_kinds > PF_SCHED_WATCH_KINDS_MAX)
+        return pf_error_set(err, PF_E_INVALID, "kinds filter lists more than %d kinds",
+                            PF_SCHED_WATCH_KINDS_MAX);
+    for (size_t i = 0; i < req->n_kinds; i++) {
+        if (!pf_sched_event_kind_known((int)req->kinds[i]))
+            return pf_error_set(err, PF_E_INVALID, "kinds[%zu] = %d is not a known EventKind", i,
+                                (int)req->kinds[i]);
+        mask |= (uint64_t)1 << req->kinds[i];
+    }
+    if (kinds != NULL)
+        *kinds = mask;
+    return PF_OK;
 }

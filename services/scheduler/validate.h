@@ -1,4 +1,5 @@
-/* Pure checks and decisions of the scheduler's unary API (api.c): request
+/* Pure checks and decisions of the scheduler's API (api.c, and the request
+ * of WatchEvents in events.c and the hello of Connect in agents.c): request
  * validation with messages that name the field and the value, the opaque page
  * tokens of ListJobs / ListPrinters, and the state a job or printer is shown
  * in. Nothing here does I/O, takes a lock or allocates, so every rule is unit
@@ -47,6 +48,8 @@
 #define PF_SCHED_TEXT_ID_MAX         127 /* bytes of a job or attempt id */
 #define PF_SCHED_PRINTER_NAME_MAX    64  /* printer ids: [A-Za-z0-9._-], as agents choose them */
 #define PF_SCHED_PAGE_TOKEN_MAX      (2 * (1 + 8 + 8 + 1 + PF_SCHED_TEXT_ID_MAX + 4) + 1)
+#define PF_SCHED_WATCH_KINDS_MAX     64  /* entries in a WatchEvents kinds filter */
+#define PF_SCHED_WATCH_FILTER_ID_MAX 127 /* bytes of a WatchEvents job_id/printer_id filter */
 
 /* ---- building blocks (exported for the unit tests and api.c) ---- */
 
@@ -72,6 +75,11 @@ enum pf_status pf_sched_check_id(const char *id, const char *field,
 /* A printer id: 1..64 characters of [A-Za-z0-9._-] (what an agent may use). */
 enum pf_status pf_sched_check_printer_id(const char *id, const char *field,
                                          struct pf_error *err) PF_MUST_CHECK;
+
+/* A printer profile name (a hello's profile, a constraint's profile): 1..64
+ * characters of [A-Za-z0-9._-]. */
+enum pf_status pf_sched_check_profile_name(const char *profile, const char *field,
+                                           struct pf_error *err) PF_MUST_CHECK;
 
 /* A bundle digest: present, exactly 64 lower-case hex characters. */
 enum pf_status pf_sched_check_digest(const Printfarm__V1__Digest *d, const char *field,
@@ -144,12 +152,26 @@ enum pf_status pf_sched_check_update_printer(const Printfarm__V1__UpdatePrinterR
 enum pf_status pf_sched_check_confirm_bed_clear(const Printfarm__V1__ConfirmBedClearRequest *req,
                                                 struct pf_error *err) PF_MUST_CHECK;
 
+/* WatchEvents: job_id and printer_id filters of at most 127 bytes (empty
+ * means all), at most 64 kinds, each a known EventKind. On PF_OK *kinds (may
+ * be NULL) is the filter as a bit mask, bit k for EventKind k (0 = all); on
+ * error it is left unchanged. */
+enum pf_status pf_sched_check_watch_events(const Printfarm__V1__WatchEventsRequest *req,
+                                           uint64_t *kinds, struct pf_error *err) PF_MUST_CHECK;
+
+/* True for an EventKind value the proto defines (UNSPECIFIED excluded). */
+bool pf_sched_event_kind_known(int kind);
+
 /* ---- paging ---- */
 
 /* The page size to use: 0 means PF_SCHED_PAGE_SIZE_DEFAULT; above
  * PF_SCHED_PAGE_SIZE_MAX is PF_E_INVALID. */
 enum pf_status pf_sched_page_size(uint32_t requested, uint32_t *out,
                                   struct pf_error *err) PF_MUST_CHECK;
+
+/* A listing's states filter as a bit mask, bit s for state s; values outside
+ * 1..31 are ignored (the checks refuse them before this is used). */
+uint32_t pf_sched_state_mask(const int *states, size_t n);
 
 /* A number that identifies one listing and its filter ("jobs", the queue and
  * the set of states as a bit mask 1 << state), so a token issued for one

@@ -4,13 +4,17 @@
  * queued (services/scheduler/validate.c), including the page-token decode of
  * ListJobs and ListPrinters with the filter api.c computes. For Connect, the
  * bytes are one AgentMessage and a Hello's printer_id and profile go through
- * pf_sched_check_printer_id, the rule agents.c applies to them. WatchEvents
- * is not here: its few checks live inside events.c with the stream.
+ * pf_sched_check_printer_id and pf_sched_check_profile_name, the rules
+ * agents.c applies to them. For WatchEvents, pf_sched_check_watch_events, as
+ * events.c runs it.
  *
  * Oracles: a refused request is PF_E_INVALID with a message; an accepted
  * SubmitJob yields a storable job name; page tokens round-trip for the
- * request's filter and are refused for another; printer ids accepted are
- * exactly 1..64 characters of [A-Za-z0-9._-]. */
+ * request's filter and are refused for another; printer ids and profiles
+ * accepted are exactly 1..64 characters of [A-Za-z0-9._-] (checked here
+ * character by character, not with validate.c's own helper); an accepted
+ * WatchEvents request has filters of at most 127 bytes, at most 64 kinds, and
+ * a kinds mask with exactly the bits of the kinds it lists. */
 #include <string.h>
 #include <strings.h>
 
@@ -28,6 +32,7 @@ enum rpc {
     UPDATE_PRINTER,
     CONFIRM_BED_CLEAR,
     CONNECT,
+    WATCH_EVENTS,
     RPC_COUNT
 };
 
@@ -41,18 +46,8 @@ static const ProtobufCMessageDescriptor *const descriptors[RPC_COUNT] = {
     [UPDATE_PRINTER] = &printfarm__v1__update_printer_request__descriptor,
     [CONFIRM_BED_CLEAR] = &printfarm__v1__confirm_bed_clear_request__descriptor,
     [CONNECT] = &printfarm__v1__agent_message__descriptor,
+    [WATCH_EVENTS] = &printfarm__v1__watch_events_request__descriptor,
 };
-
-/* As api.c's state_mask: states as bits, out-of-range values ignored. */
-static uint32_t state_mask(const int *states, size_t n)
-{
-    uint32_t mask = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (states[i] > 0 && states[i] < 32)
-            mask |= 1u << states[i];
-    }
-    return mask;
-}
 
 /* What api.c does with a listing's page token, then a round trip of a token
  * for this filter keyed by bytes of the request. */
@@ -60,7 +55,7 @@ static enum pf_status page_token(const char *kind, const char *queue, const int 
                                  size_t n_states, const char *token, const char *id_seed,
                                  struct pf_error *err)
 {
-    uint64_t filter = pf_sched_page_filter(kind, queue, state_mask(states, n_states));
+    uint64_t filter = pf_sched_page_filter(kind, queue, pf_sched_state_mask(states, n_states));
     struct pf_sched_page_key key, back;
     char text[PF_SCHED_PAGE_TOKEN_MAX];
 
@@ -83,6 +78,7 @@ static enum pf_status page_token(const char *kind, const char *queue, const int 
     return PF_OK;
 }
 
+/* The documented rule, spelled out independently of validate.c. */
 static bool printer_id_rule(const char *id)
 {
     size_t n = id != NULL ? strlen(id) : 0;
@@ -106,9 +102,29 @@ static enum pf_status connect_message(const Printfarm__V1__AgentMessage *m, stru
     FUZZ_CHECK((id_rc == PF_OK) == printer_id_rule(h->printer_id));
     if (id_rc != PF_OK)
         return id_rc;
-    enum pf_status profile_rc = pf_sched_check_printer_id(h->profile, "hello.profile", err);
+    enum pf_status profile_rc = pf_sched_check_profile_name(h->profile, "hello.profile", err);
     FUZZ_CHECK((profile_rc == PF_OK) == printer_id_rule(h->profile));
     return profile_rc;
+}
+
+static enum pf_status watch_events(const Printfarm__V1__WatchEventsRequest *r, struct pf_error *err)
+{
+    uint64_t kinds = UINT64_C(0xfeedface);
+    if (pf_sched_check_watch_events(r, &kinds, err) != PF_OK) {
+        FUZZ_CHECK(kinds == UINT64_C(0xfeedface)); /* untouched on error */
+        return err->code;
+    }
+    FUZZ_CHECK(strlen(r->job_id) <= 127 && strlen(r->printer_id) <= 127);
+    FUZZ_CHECK(r->n_kinds <= 64);
+    uint64_t expect = 0;
+    for (size_t i = 0; i < r->n_kinds; i++) {
+        int k = (int)r->kinds[i];
+        FUZZ_CHECK(k > 0 && k < 64 && pf_sched_event_kind_known(k));
+        expect |= (uint64_t)1 << k;
+    }
+    FUZZ_CHECK(kinds == expect);
+    FUZZ_CHECK((kinds & 1) == 0); /* UNSPECIFIED never passes */
+    return PF_OK;
 }
 
 static enum pf_status check(enum rpc rpc, const ProtobufCMessage *msg, struct pf_error *err)
@@ -153,6 +169,8 @@ static enum pf_status check(enum rpc rpc, const ProtobufCMessage *msg, struct pf
         return pf_sched_check_update_printer((const void *)msg, err);
     case CONFIRM_BED_CLEAR:
         return pf_sched_check_confirm_bed_clear((const void *)msg, err);
+    case WATCH_EVENTS:
+        return watch_events((const void *)msg, err);
     default:
         return connect_message((const void *)msg, err);
     }

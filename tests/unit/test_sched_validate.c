@@ -1,9 +1,8 @@
 /* Unit tests for services/scheduler/validate.c: every request check of the
- * scheduler's unary API against valid requests and, field by field, the
- * adversarial ones (empty, over-long, out of range, control characters,
- * invalid UTF-8, repeated entries, unknown enum values), the page tokens
- * (round trip, tampering, truncation, another filter), and the shown job and
- * printer states. */
+ * scheduler's unary API, WatchEvents and Connect's hello against valid requests and, field by
+ * field, the adversarial ones (empty, over-long, out of range, control characters, invalid UTF-8,
+ * repeated entries, unknown enum values), the page tokens (round trip, tampering, truncation,
+ * another filter), and the shown job and printer states. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -116,6 +115,99 @@ static void test_ids(void **state)
     assert_invalid(pf_sched_check_printer_id("", "printer_id", &e_), "printer_id is required");
     assert_invalid(pf_sched_check_printer_id(repeat('p', 65), "printer_id", &e_), "at most 64");
     assert_invalid(pf_sched_check_printer_id("mk4 03", "printer_id", &e_), "outside");
+    assert_invalid(pf_sched_check_printer_id(NULL, "hello.printer_id", &e_),
+                   "hello.printer_id is required");
+    assert_invalid(pf_sched_check_printer_id("mk4\xc3\xa9", "hello.printer_id", &e_), "outside");
+    assert_invalid(pf_sched_check_printer_id("mk4/../x", "hello.printer_id", &e_), "outside");
+}
+
+/* A hello's profile: the same character set and length as a printer id. */
+static void test_profile_name(void **state)
+{
+    assert_ok(pf_sched_check_profile_name("prusa-mk4_0.4", "hello.profile", &e_));
+    assert_ok(pf_sched_check_profile_name(repeat('p', 64), "hello.profile", &e_));
+    assert_invalid(pf_sched_check_profile_name("", "hello.profile", &e_), "hello.profile is empty");
+    assert_invalid(pf_sched_check_profile_name(NULL, "hello.profile", &e_),
+                   "hello.profile is empty");
+    assert_invalid(pf_sched_check_profile_name(repeat('p', 65), "hello.profile", &e_),
+                   "at most 64");
+    assert_invalid(pf_sched_check_profile_name("mk4\n", "hello.profile", &e_), "offset 3");
+    assert_invalid(pf_sched_check_profile_name("a:b", "hello.profile", &e_), "outside");
+}
+
+static void test_state_mask(void **state)
+{
+    const int some[] = {1, 3, 3, 6};
+    const int odd[] = {0, -1, 32, 2, 31, 1000};
+    (void)state;
+    assert_int_equal(pf_sched_state_mask(NULL, 0), 0);
+    assert_int_equal(pf_sched_state_mask(some, 4), (1u << 1) | (1u << 3) | (1u << 6));
+    assert_int_equal(pf_sched_state_mask(odd, 6), (1u << 2) | (1u << 31));
+}
+
+static void test_watch_events(void **state)
+{
+    Printfarm__V1__WatchEventsRequest r = PRINTFARM__V1__WATCH_EVENTS_REQUEST__INIT;
+    Printfarm__V1__EventKind kinds[70];
+    uint64_t mask = 77;
+
+    assert_ok(pf_sched_check_watch_events(&r, &mask, &e_));
+    assert_true(mask == 0);
+    assert_ok(pf_sched_check_watch_events(&r, NULL, &e_));
+
+    kinds[0] = PRINTFARM__V1__EVENT_KIND__EVENT_KIND_JOB_SUBMITTED;
+    kinds[1] = PRINTFARM__V1__EVENT_KIND__EVENT_KIND_LEADER_ELECTED;
+    kinds[2] = PRINTFARM__V1__EVENT_KIND__EVENT_KIND_BED_CLEARED;
+    kinds[3] = PRINTFARM__V1__EVENT_KIND__EVENT_KIND_JOB_SUBMITTED; /* repeats are harmless */
+    r.kinds = kinds;
+    r.n_kinds = 4;
+    r.job_id = "j-1";
+    r.printer_id = repeat('p', 127);
+    r.after = UINT64_MAX;
+    r.only_new = true;
+    assert_ok(pf_sched_check_watch_events(&r, &mask, &e_));
+    assert_true(mask == ((UINT64_C(1) << 1) | (UINT64_C(1) << 30) | (UINT64_C(1) << 16)));
+
+    /* filters over 127 bytes */
+    mask = 77;
+    r.printer_id = repeat('p', 128);
+    assert_invalid(pf_sched_check_watch_events(&r, &mask, &e_), "at most 127 bytes");
+    assert_true(mask == 77);
+    r.printer_id = "";
+    r.job_id = repeat('j', 128);
+    assert_invalid(pf_sched_check_watch_events(&r, &mask, &e_), "at most 127 bytes");
+    r.job_id = repeat('j', 127);
+    assert_ok(pf_sched_check_watch_events(&r, &mask, &e_));
+
+    /* unknown kinds: unspecified, gaps, past the end, negative, huge */
+    const int bad[] = {0, 8, 9, 17, 19, 26, 29, 31, 63, 64, -1, 1 << 30};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        kinds[1] = (Printfarm__V1__EventKind)bad[i];
+        assert_invalid(pf_sched_check_watch_events(&r, &mask, &e_), "kinds[1] = ");
+        assert_invalid(pf_sched_check_watch_events(&r, &mask, &e_), "is not a known EventKind");
+    }
+    mask = 5;
+    kinds[1] = (Printfarm__V1__EventKind)8;
+    assert_invalid(pf_sched_check_watch_events(&r, &mask, &e_), "kinds[1] = 8");
+    assert_true(mask == 5);
+
+    /* every known kind passes; 64 entries is the limit */
+    const int known[] = {1,  2,  3,  4,  5,  6,  7,  10, 11, 12, 13,
+                         14, 15, 16, 20, 21, 22, 23, 24, 25, 30};
+    for (size_t i = 0; i < 64; i++)
+        kinds[i] = (Printfarm__V1__EventKind)known[i % (sizeof(known) / sizeof(known[0]))];
+    r.n_kinds = 64;
+    assert_ok(pf_sched_check_watch_events(&r, &mask, &e_));
+    assert_int_equal(__builtin_popcountll(mask), sizeof(known) / sizeof(known[0]));
+    r.n_kinds = 65;
+    kinds[64] = PRINTFARM__V1__EVENT_KIND__EVENT_KIND_JOB_DONE;
+    assert_invalid(pf_sched_check_watch_events(&r, &mask, &e_), "more than 64 kinds");
+    for (int k = -2; k < 40; k++) {
+        bool want = false;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            want = want || known[i] == k;
+        assert_true(pf_sched_event_kind_known(k) == want);
+    }
 }
 
 static void test_digest(void **state)
@@ -915,6 +1007,9 @@ int main(void)
         cmocka_unit_test(test_check_text),
         cmocka_unit_test(test_queue_name),
         cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_profile_name),
+        cmocka_unit_test(test_state_mask),
+        cmocka_unit_test(test_watch_events),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_constraints),
         cmocka_unit_test(test_submit),
