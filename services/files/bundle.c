@@ -286,6 +286,18 @@ enum pf_status pf_bundle_encode(const Printfarm__V1__Bundle *b, char **out, size
         return pf_error_set(err, PF_E_INTERNAL, "out of memory encoding a bundle");
     memcpy(data, PF_BUNDLE_MAGIC, PF_BUNDLE_MAGIC_LEN);
     printfarm__v1__bundle__pack(b, (uint8_t *)data + PF_BUNDLE_MAGIC_LEN);
+    /* protobuf-c keeps what it did not understand (unknown fields, even
+     * with field number 0 from an overlong tag) and packs it back as is; a
+     * manifest that would not decode must never be stored (found by
+     * fuzzing: tests/fuzz/regressions/files_rpc/put-bundle-unknown-field-0). */
+    Printfarm__V1__Bundle *back = NULL;
+    struct pf_error why;
+    if (pf_bundle_decode(data, PF_BUNDLE_MAGIC_LEN + packed, &back, &why) != PF_OK) {
+        free(data);
+        return pf_error_set(err, PF_E_INVALID, "bundle does not encode to a valid manifest (%s)",
+                            why.msg);
+    }
+    printfarm__v1__bundle__free_unpacked(back, NULL);
     *out = data;
     *len = PF_BUNDLE_MAGIC_LEN + packed;
     return PF_OK;

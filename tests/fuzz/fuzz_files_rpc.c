@@ -92,7 +92,10 @@ static void put_bundle(const uint8_t *data, size_t len)
             FUZZ_CHECK(pf_files_check_digest(req->bundle->files[i]->digest, "files[].digest", &d,
                                              &err) == PF_OK);
         }
-        FUZZ_CHECK(pf_bundle_decode(manifest, manifest_len, &back, &err) == PF_OK);
+        enum pf_status drc = pf_bundle_decode(manifest, manifest_len, &back, &err);
+        if (drc != PF_OK)
+            fprintf(stderr, "encoded manifest does not decode: %s\n", err.msg);
+        FUZZ_CHECK(drc == PF_OK);
         FUZZ_CHECK(back->n_files == req->bundle->n_files);
         printfarm__v1__bundle__free_unpacked(back, NULL);
         free(manifest);

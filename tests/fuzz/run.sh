@@ -7,7 +7,8 @@
 #
 #   run.sh [--build-dir DIR] [--seconds N] [TARGET...]
 #
-# DIR defaults to $PF_BUILD_DIR/fuzz (or build/fuzz); N to $FUZZ_SECONDS or 45.
+# DIR defaults to $PF_BUILD_DIR/fuzz (or build/fuzz); N to $FUZZ_SECONDS or 45;
+# the mutation seed to $FUZZ_SEED or 1 (0: random).
 # The tree is configured once and rebuilt incrementally. Each target reads the
 # committed seeds (corpus/TARGET) and regressions (regressions/TARGET) without
 # writing to them; what it learns goes to DIR/run-corpus/TARGET, kept between
@@ -18,6 +19,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SRC="${PF_SOURCE_DIR:-$(cd "$HERE/../.." && pwd)}"
 BUILD="${PF_BUILD_DIR:-$SRC/build}/fuzz"
 SECONDS_EACH="${FUZZ_SECONDS:-45}"
+# libFuzzer's -seed: fixed by default so a CI run repeats the same mutations
+# (a finding reproduces with its artifact either way); FUZZ_SEED=0 = random.
+SEED="${FUZZ_SEED:-1}"
 ALL_TARGETS=(gcode_meta marlin bundle files_rpc sched_rpc disc_rpc beacon config)
 TARGETS=()
 
@@ -98,7 +102,7 @@ for t in "${TARGETS[@]}"; do
     rm -f "$BUILD/artifacts/$t-"*
     rc=0
     # -timeout: one input taking this long is a hang (generous: the machine is shared).
-    "$exe" -max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
+    "$exe" -seed="$SEED" -max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$BUILD/artifacts/$t-" "${dirs[@]}" >"$log" 2>&1 || rc=$?
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)"
