@@ -15,7 +15,6 @@ Added here:
   SAMPLES: samples/gcode/ of the repository.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -32,21 +31,10 @@ SAMPLES = os.path.join(REPO, "samples", "gcode")
 FARMCTL_TIMEOUT = 120
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, TESTS)
+import farm_fixtures  # noqa: E402
 
-
-agent_mod = _load("pf_agent_conftest", os.path.join(TESTS, "agent", "conftest.py"))
-sched = agent_mod.sched
-if sched is None:
-    raise RuntimeError("tests/sched/conftest.py is missing: farmctl tests need its farm fixtures")
-for _name, _value in list(vars(sched).items()) + list(vars(agent_mod).items()):
-    if hasattr(_value, "_pytestfixturefunction") and _name not in globals():
-        globals()[_name] = _value
+agent_mod, sched = farm_fixtures.load(globals(), "farmctl tests")
 
 pb = sched.pb
 wait_until = sched.wait_until

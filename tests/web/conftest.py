@@ -17,7 +17,6 @@ tests/farmctl does.
 
 import base64
 import http.cookiejar
-import importlib.util
 import json
 import os
 import secrets
@@ -38,21 +37,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, TESTS)
+import farm_fixtures  # noqa: E402
 
-
-agent_mod = _load("pf_agent_conftest", os.path.join(TESTS, "agent", "conftest.py"))
-sched = agent_mod.sched
-if sched is None:
-    raise RuntimeError("tests/sched/conftest.py is missing: pf-web tests need its farm fixtures")
-for _name, _value in list(vars(sched).items()) + list(vars(agent_mod).items()):
-    if hasattr(_value, "_pytestfixturefunction") and _name not in globals():
-        globals()[_name] = _value
+agent_mod, sched = farm_fixtures.load(globals(), "pf-web tests")
 
 interop = sched.interop
 wait_until = sched.wait_until
